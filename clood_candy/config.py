@@ -1,0 +1,129 @@
+"""``clood.toml``: the whole run's settings, validated. CLI flags override it and the
+effective config is saved in the run (``run.json``)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clood_candy.errors import UserError
+from clood_candy.records import TrainConfig
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrepSettings(Section):
+    preparer: str = "default"
+    resolution: int | None = None  # None: the base model's (512 SD1, 1024 SDXL)
+    crop: Literal["subject", "center", "none"] = "subject"
+    target_fill: float = Field(0.75, gt=0.1, le=1.0)  # subject share of the crop (the seeds' 70–80 %)
+    buckets: bool = False  # kohya-style aspect-ratio buckets instead of square crops
+    min_sharpness: float = 0.35  # normalised Laplacian variance; below = blurry
+    max_clipped: float = 0.25  # share of pixels at 0 or 255; above = badly exposed
+    min_side_ratio: float = 0.5  # smaller side / resolution; below = too small
+    duplicate_distance: int = 6  # perceptual-hash Hamming distance; at or below = near-duplicate
+    keep_all: bool = False
+    upscaler: str | None = None
+    workers: int | None = None  # None: the cores available
+    max_pixels: int = 178_956_970  # Pillow's decompression-bomb limit, made explicit
+
+
+class CaptionSettings(Section):
+    captioners: list[str] = Field(default_factory=lambda: ["vision-stats", "exif-folder", "baseline"])
+    strategies: list[str] = Field(default_factory=lambda: ["auto"])  # each captioner × strategy fights
+    judges: dict[str, float] = Field(default_factory=lambda: {"rubric": 1.0, "diffusion-likelihood": 0.5})
+    merge: bool = False  # best caption per photo instead of one winning fighter
+    lora_type: Literal["object", "style", "character", "concept", "scene"] = "object"
+    style: Literal["auto", "tags", "hybrid", "natural"] = "auto"  # auto: from the base model
+    bootstrap: int = 2000
+    confidence: float = 0.95
+
+
+class FightSettings(Section):
+    configs: list[TrainConfig] = Field(default_factory=list)  # empty: a small grid around the defaults
+    budgets: list[int] = Field(default_factory=lambda: [20, 40])  # steps per halving round
+    reduction: int = Field(2, ge=2)  # keep 1/reduction each round
+    validation_split: float = Field(0.2, gt=0.0, lt=0.9)
+
+
+class TrainSettings(Section):
+    defaults: TrainConfig = Field(default_factory=TrainConfig)
+    fight: FightSettings = Field(default_factory=FightSettings)
+
+
+class SampleSettings(Section):
+    sampler: str = "default"
+    prompts: list[str] = Field(default_factory=list)
+    weights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 0.7, 0.9, 1.0])
+    seeds: list[int] = Field(default_factory=lambda: [1, 2])
+    negative_prompt: str = "blurry, low quality"
+    steps: int | None = None  # None: the family's default
+
+
+class CloodConfig(Section):
+    name: str = "candy"
+    trigger: str = "jlybn"
+    class_word: str = "jellybean"
+    base: str = "runwayml/stable-diffusion-v1-5"
+    family: str | None = None  # None: the first family whose ``matches(base)`` is true
+    seed: int = 0
+    allow_pickle: bool = False
+    reporter: str = "html"
+    prep: PrepSettings = Field(default_factory=PrepSettings)
+    caption: CaptionSettings = Field(default_factory=CaptionSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    sample: SampleSettings = Field(default_factory=SampleSettings)
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-plugin options
+
+
+DEMO_OVERRIDES: dict[str, Any] = {
+    "base": "tiny",
+    "prep": {"resolution": 64},
+    "train": {"defaults": {"steps": 60, "rank": 4, "alpha": 4.0, "learning_rate": 1e-3, "batch_size": 2,
+                           "checkpoint_every": 30, "validate_every": 10}},
+    "sample": {"steps": 4},
+}
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    return f"'{key}': {first['msg']}"
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
+                layers: list[dict[str, Any]] | None = None) -> CloodConfig:
+    """File, then ``layers`` (e.g. demo settings), then CLI ``overrides`` win."""
+    data: dict[str, Any] = {}
+    for layer in layers or []:
+        data = deep_merge(data, layer)
+    if path is not None:
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            data = deep_merge(data, tomllib.loads(path.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: not valid TOML: {exc}") from None
+    data = deep_merge(data, overrides or {})
+    try:
+        return CloodConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path else "config: "
+        raise UserError(where + _describe(exc)) from None

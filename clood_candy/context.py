@@ -1,0 +1,44 @@
+"""What every stage and plugin is handed: the run, the config, the registry, progress,
+and the base model (loaded once, on first use)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from clood_candy.config import CloodConfig
+from clood_candy.errors import UserError
+from clood_candy.plugins import Registry
+from clood_candy.progress import Reporter
+from clood_candy.runstore import RunStore
+from clood_candy.stages import LoadedBase, ModelFamily
+
+
+@dataclass
+class StageContext:
+    run: RunStore
+    config: CloodConfig
+    registry: Registry
+    progress: Reporter = field(default_factory=Reporter)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("clood_candy"))
+    _base: LoadedBase | None = None
+
+    def options(self, plugin_name: str) -> dict[str, Any]:
+        """The ``[plugins.<name>]`` table of clood.toml."""
+        return dict(self.config.plugins.get(plugin_name, {}))
+
+    def family(self) -> ModelFamily:
+        families = self.registry.of("trainer")
+        if self.config.family:
+            return self.registry.get("trainer", self.config.family)
+        for family in families.values():
+            if family.matches(self.config.base):
+                return family
+        raise UserError(f"no model family can load base '{self.config.base}' (families: {', '.join(families) or 'none'})")
+
+    def base(self) -> LoadedBase:
+        if self._base is None:
+            self.progress.say(f"Loading base model {self.config.base} …")
+            self._base = self.family().load(self.config.base, self)
+        return self._base

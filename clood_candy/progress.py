@@ -1,0 +1,36 @@
+"""Progress bars for long steps (rich); silent with ``-q`` and when not on a terminal
+unless asked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class Reporter:
+    def __init__(self, quiet: bool = False, console: Console | None = None):
+        self.quiet = quiet
+        self.console = console or Console(stderr=True)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, highlight=False)
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        """Yield ``advance(n=1, note="")``."""
+        if self.quiet:
+            yield lambda n=1, note="": None
+            return
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}")]
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            task_id = bar.add_task(description, total=total, note="")
+
+            def advance(n: int = 1, note: str = "") -> None:
+                bar.update(task_id, advance=n, note=note)
+
+            yield advance

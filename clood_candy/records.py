@@ -1,0 +1,233 @@
+"""Typed records that cross stage boundaries.
+
+Every stage reads and writes these; the JSON files in a run folder are their
+``model_dump`` so other tools can rely on the shapes (see README, "The run store").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- prep -----------------------------------------------------------------
+
+
+class Photo(Record):
+    """A kept, prepared photo: what captioners, judges and the trainer see."""
+
+    id: str  # file stem in the dataset, unique within a run
+    source: str  # path relative to the input folder (folder names are data)
+    image: str  # prepared square PNG, relative to the run folder
+    original: str = ""  # absolute path of the original (never modified)
+    width: int
+    height: int
+    crop_box: list[int] | None = None  # [x0, y0, x1, y1] in the EXIF-rotated original
+    exif: dict[str, Any] = Field(default_factory=dict)
+    folders: list[str] = Field(default_factory=list)  # relative folder parts, outermost first
+    metrics: dict[str, float] = Field(default_factory=dict)
+    labels: dict[str, Any] | None = None  # ground truth when known (demo studio)
+
+
+class PrepEntry(Record):
+    source: str
+    status: Literal["kept", "culled", "failed"]
+    reason: str = ""
+    crop_box: list[int] | None = None
+    output: str | None = None
+    duplicate_of: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class PrepReport(Record):
+    entries: list[PrepEntry]
+    photos: list[Photo] = Field(default_factory=list)
+
+
+# --- captioning and fights ------------------------------------------------
+
+
+class CaptionResult(Record):
+    """One fighter's output for one photo: a caption or a reason it has none."""
+
+    caption: str | None = None
+    error: str | None = None
+    usage: dict[str, float] = Field(default_factory=dict)  # tokens, cost, seconds…
+    details: dict[str, Any] = Field(default_factory=dict)  # structured output, if any
+
+
+class Candidate(Record):
+    fighter: str
+    text: str
+
+
+class FightItem(Record):
+    """One thing fighters compete on (a photo) and what each fighter offers for it."""
+
+    id: str
+    photo: Photo | None = None
+    candidates: list[Candidate]
+
+
+class Score(Record):
+    """A pointwise judge's score of one candidate (higher is better)."""
+
+    score: float
+    reason: str = ""
+
+
+class Comparison(Record):
+    """A pairwise judge's verdict on (first, second) as shown to it."""
+
+    winner: Literal["first", "second", "tie"]
+    reason: str = ""
+
+
+class JudgeVerdict(Record):
+    """One judge on one pair of fighters for one item, both orders resolved."""
+
+    judge: str
+    a: str
+    b: str
+    outcome: Literal["a", "b", "tie"]
+    flipped: bool = False  # pairwise judge changed its mind when the order was swapped
+    reason: str = ""
+
+
+class FighterStanding(Record):
+    fighter: str
+    win_rate: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    strength: float | None = None  # Bradley–Terry, when more than two fighters
+    mean_scores: dict[str, float] = Field(default_factory=dict)  # per pointwise judge
+
+
+class FightResult(Record):
+    fighters: list[str]
+    judges: dict[str, float]  # judge name → weight
+    items: dict[str, list[JudgeVerdict]]  # item id → verdicts
+    scores: dict[str, dict[str, dict[str, Score]]] = Field(default_factory=dict)  # judge → item → fighter
+    standings: list[FighterStanding]
+    flip_rates: dict[str, float] = Field(default_factory=dict)
+    forfeits: dict[str, str] = Field(default_factory=dict)  # fighter → why it could not fight
+    winner: str | None
+    clear: bool  # False: the confidence interval does not separate the top two
+    verdict: str  # one plain sentence for people
+    per_item_winners: dict[str, str] = Field(default_factory=dict)  # for --merge
+
+
+# --- training -------------------------------------------------------------
+
+
+class TrainConfig(Record):
+    """One training recipe: a fighter in the config fight."""
+
+    name: str = "default"
+    rank: int = 8
+    alpha: float = 8.0
+    learning_rate: float = 1e-4
+    steps: int = 400
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    optimizer: Literal["adamw", "adamw8bit", "prodigy", "sgd"] = "adamw"
+    lr_scheduler: Literal["constant", "cosine", "linear", "constant_with_warmup"] = "constant"
+    warmup_steps: int = 0
+    variant: Literal["lora", "dora", "loha", "lokr"] = "lora"
+    target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    train_text_encoder: bool = False
+    text_encoder_lr: float | None = None
+    caption_dropout: float = 0.0
+    shuffle_tags: bool = False
+    keep_tokens: int = 1  # tags kept in place when shuffling (the trigger)
+    resolution: int | None = None  # None: the base model's
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None  # None: the base's
+    snr_gamma: float | None = None
+    noise_offset: float = 0.0
+    loss: Literal["l2", "huber"] = "l2"
+    huber_c: float = 0.1
+    timestep_min: int = 0
+    timestep_max: int = 1000
+    repeats: int = 1
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    prior_preservation: bool = False
+    prior_loss_weight: float = 1.0
+    class_prompt: str | None = None
+    num_class_images: int = 0
+    seed: int = 0
+    checkpoint_every: int = 100
+    validate_every: int = 50
+    sample_every: int = 0
+
+
+class TrainSample(Record):
+    image: str  # path relative to the run folder
+    prompt: str
+    caption: str = ""
+
+
+class TrainOutcome(Record):
+    config: TrainConfig
+    steps_done: int
+    lora: str | None = None  # kohya-keyed .safetensors, relative to the run folder
+    lora_diffusers: str | None = None
+    checkpoints: list[str] = Field(default_factory=list)
+    train_loss: list[tuple[int, float]] = Field(default_factory=list)
+    val_loss: list[tuple[int, float]] = Field(default_factory=list)
+    final_val_loss: float | None = None
+    verification: dict[str, Any] = Field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class HalvingRound(Record):
+    budget: int
+    scores: dict[str, float]  # config name → validation loss (lower is better)
+    survivors: list[str]
+
+
+class ConfigFightResult(Record):
+    configs: list[TrainConfig]
+    rounds: list[HalvingRound]
+    winner: str
+    judge: str = "validation-loss"
+    failures: dict[str, str] = Field(default_factory=dict)
+
+
+# --- sampling -------------------------------------------------------------
+
+
+class SampleImage(Record):
+    image: str  # relative to the run folder
+    prompt: str
+    seed: int
+    weight: float
+    checkpoint: str = "final"
+
+
+class SampleSet(Record):
+    images: list[SampleImage]
+    grids: dict[str, str] = Field(default_factory=dict)  # grid name → image path
+    negative_prompt: str = ""
+
+
+class TrainItem(Record):
+    image: str  # absolute path of a prepared image
+    caption: str
+
+
+class TrainSet(Record):
+    """What the trainer gets: the winning captions on the prepared images."""
+
+    train: list[TrainItem]
+    validation: list[TrainItem]  # held out, for validation loss and the config fight
+    trigger: str
+    class_word: str
+    resolution: int

@@ -1,0 +1,127 @@
+"""What the non-fighter stage plugins implement: preparer, model family (trainer),
+sampler, reporter, upscaler."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from clood_candy.records import PrepReport, SampleSet, TrainConfig, TrainOutcome, TrainSet
+
+if TYPE_CHECKING:
+    from clood_candy.config import PrepSettings
+    from clood_candy.context import StageContext
+
+
+class Preparer(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def prepare(self, source: Path, out_dir: Path, settings: "PrepSettings", ctx: "StageContext") -> PrepReport:
+        """Give every input file a verdict; write kept photos as square PNGs under out_dir."""
+
+
+class Upscaler(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def upscale(self, image: Image.Image, factor: int) -> Image.Image: ...
+
+
+class LoadedBase(ABC):
+    """A base model loaded by a :class:`ModelFamily`. Judges and the report use it
+    without knowing the family."""
+
+    family: str = ""
+    base: str = ""  # what the user named: HF id, folder, file, or "tiny"
+    resolution: int = 512
+    is_toy: bool = False  # random weights: mechanics, not art
+    token_window: int = 75  # tokens the text encoder sees, without BOS/EOS
+
+    @abstractmethod
+    def tokens(self, text: str) -> list[str]:
+        """The text as the text encoder's tokenizer splits it (no BOS/EOS)."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokens(text))
+
+    @abstractmethod
+    def denoising_error(self, images: list[Path], captions: list[str], *, seed: int = 0) -> list[float]:
+        """Mean conditional denoising error of each image under its caption at fixed
+        noise and timesteps (lower: the caption explains the image better)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.family, "base": self.base, "resolution": self.resolution, "toy": self.is_toy}
+
+
+class ModelFamily(ABC):
+    """A model family (SD1, SDXL, …) and its LoRA trainer. Registered by ``register_trainers``."""
+
+    name: str = ""
+
+    @abstractmethod
+    def matches(self, base: str) -> bool:
+        """True when this family can load ``base`` (HF id, folder, single file, or a tiny name)."""
+
+    @abstractmethod
+    def load(self, base: str, ctx: "StageContext") -> LoadedBase: ...
+
+    @abstractmethod
+    def train(
+        self,
+        base: LoadedBase,
+        data: TrainSet,
+        config: TrainConfig,
+        out_dir: Path,
+        ctx: "StageContext",
+        *,
+        max_steps: int | None = None,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> TrainOutcome:
+        """Train (or continue, from the newest checkpoint in out_dir) up to ``max_steps``
+        (default ``config.steps``), save and verify the LoRA, and report validation loss."""
+
+    @abstractmethod
+    def generate(
+        self,
+        base: LoadedBase,
+        prompt: str,
+        *,
+        seed: int,
+        lora: Path | None = None,
+        weight: float = 1.0,
+        negative_prompt: str = "",
+        steps: int | None = None,
+    ) -> Image.Image: ...
+
+
+class Sampler(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def sample(
+        self,
+        family: ModelFamily,
+        base: LoadedBase,
+        loras: dict[str, Path],
+        prompts: list[str],
+        out_dir: Path,
+        ctx: "StageContext",
+        *,
+        weights: list[float],
+        seeds: list[int],
+        negative_prompt: str = "",
+    ) -> SampleSet:
+        """Images for prompts × weights (× checkpoints when ``loras`` holds several), and grids."""
+
+
+class Reporter(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def build(self, run_dir: Path, ctx: "StageContext") -> Path:
+        """Write the report from what the run folder holds; return its path."""

@@ -1,0 +1,1 @@
+"""Prompt templates for the LLM fighters and judges (read with importlib.resources)."""

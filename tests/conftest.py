@@ -1,0 +1,37 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+# Installed third-party plugins never load under tests (see clood_candy.plugins).
+sys._called_from_test = True
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture
+def shared_photos() -> Path:
+    """../shared/photos, or skip: a user's clone has no such folder."""
+    path = SHARED / "photos"
+    if not path.is_dir():
+        pytest.skip("../shared/photos is absent")
+    return path
+
+
+@pytest.fixture
+def make_ctx(tmp_path):
+    """Build a StageContext on a fresh run folder: ``make_ctx(**config_overrides)``."""
+    from clood_candy.config import load_config
+    from clood_candy.context import StageContext
+    from clood_candy.plugins import build_registry, load_plugins
+    from clood_candy.progress import Reporter
+    from clood_candy.runstore import RunStore
+
+    def make(**overrides):
+        config = load_config(None, overrides)
+        load_plugins()
+        run = RunStore.create(tmp_path / "run", "test", config.model_dump(mode="json"), None, demo=False)
+        return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True))
+
+    return make
