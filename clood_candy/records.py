@@ -52,13 +52,36 @@ class PrepReport(Record):
 # --- captioning and fights ------------------------------------------------
 
 
+class PhotoFacts(Record):
+    """What a captioner saw, field by field, so the strategy layer can choose what to say.
+
+    Words are plain and lower case, from the shared vocabulary in
+    ``clood_candy.captions.vocab`` where one exists (e.g. background "white", "wood").
+    """
+
+    subject: str = ""  # the class word as the captioner saw it ("jellybean", "candy")
+    colours: list[str] = Field(default_factory=list)
+    speckled: bool | None = None
+    count: int | None = None
+    arrangement: str | None = None  # single, few, pile, scattered, bowl
+    background: str | None = None  # white, grey, wood, <colour> cloth, textured, dark
+    lighting: str | None = None  # daylight, warm indoor light, dim light, flash
+    framing: str | None = None  # macro close-up, medium shot, wide shot
+    view: str | None = None  # top-down, angled, side
+    brand: str | None = None
+    time_of_day: str | None = None  # day, night
+    setting: str | None = None  # indoors, outdoors
+    extra: list[str] = Field(default_factory=list)  # anything else worth saying
+
+
 class CaptionResult(Record):
     """One fighter's output for one photo: a caption or a reason it has none."""
 
     caption: str | None = None
     error: str | None = None
     usage: dict[str, float] = Field(default_factory=dict)  # tokens, cost, seconds…
-    details: dict[str, Any] = Field(default_factory=dict)  # structured output, if any
+    facts: PhotoFacts | None = None  # structured output, when the captioner has it
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class Candidate(Record):
