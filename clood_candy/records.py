@@ -212,7 +212,7 @@ class TrainOutcome(Record):
 
 class HalvingRound(Record):
     budget: int
-    scores: dict[str, float]  # config name → validation loss (lower is better)
+    scores: dict[str, float | None]  # config name → validation loss (lower is better); None: failed
     survivors: list[str]
 
 

@@ -1,0 +1,246 @@
+"""The ``clood`` command. Thin: it parses, builds a context and hands over to the
+pipeline; user mistakes become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clood_candy.config import DEMO_OVERRIDES, CloodConfig, load_config
+from clood_candy.context import StageContext
+from clood_candy.errors import UserError
+from clood_candy.plugins import build_registry, load_plugins, pm
+from clood_candy.progress import Reporter
+from clood_candy.runstore import STAGES, RunStore
+
+
+class CloodGroup(click.Group):
+    """Turns UserError into one line and exit code 2, anywhere below."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=CloodGroup)
+@click.version_option(package_name="clood-candy")
+@click.option("--plugins-dir", type=click.Path(path_type=Path), envvar="CLOOD_PLUGINS_DIR",
+              help="Also load every .py plugin file in this folder.")
+@click.pass_context
+def cli(click_ctx: click.Context, plugins_dir: Path | None) -> None:
+    """clood candy: train a jellybean LoRA from your photos, and learn how it works."""
+    try:
+        load_plugins(plugins_dir)
+    except UserError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+
+
+def make_context(run: RunStore, config: CloodConfig, quiet: bool) -> StageContext:
+    registry = build_registry()
+    reporter = Reporter(quiet=quiet)
+    for problem in registry.problems:
+        reporter.say(f"[yellow]plugin {problem.plugin} failed to load: {problem.error}[/yellow]")
+    return StageContext(run=run, config=config, registry=registry, progress=reporter)
+
+
+@cli.group()
+def dogfood() -> None:
+    """Run the whole pipeline on a subject."""
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None or value == () or value is False:
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+@dogfood.command()
+@click.argument("photos", required=False, type=click.Path(path_type=Path))
+@click.option("--demo", is_flag=True, help="Use the built-in jellybean photo studio and the tiny offline base.")
+@click.option("--base", help="HF id, local diffusers folder, single-file .safetensors, or 'tiny'.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="A clood.toml file.")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Default: runs/<time>-<name>.")
+@click.option("--stages", help=f"Comma-separated subset of {','.join(STAGES)}.")
+@click.option("--resume", "resume", type=click.Path(path_type=Path), help="Continue an interrupted run.")
+@click.option("--trigger", help="The trigger word (default jlybn).")
+@click.option("--resolution", type=int, help="Training resolution (default: the base model's).")
+@click.option("--keep-all", is_flag=True, help="Keep every photo; culling still reports.")
+@click.option("--merge", is_flag=True, help="Best caption per photo instead of one winning captioner.")
+@click.option("--force", is_flag=True, help="Rerun stages even when nothing changed.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path | None, run_dir: Path | None,
+          stages: str | None, resume: Path | None, trigger: str | None, resolution: int | None, keep_all: bool,
+          merge: bool, force: bool, as_json: bool, quiet: bool) -> None:
+    """Prep → caption fight → config fight and training → samples → report."""
+    from clood_candy.pipeline.orchestrator import StageFailed, run_pipeline
+
+    overrides = _overrides(base=base, trigger=trigger, **{"prep.resolution": resolution, "prep.keep_all": keep_all,
+                                                           "caption.merge": merge})
+    if resume:
+        if not (resume / "run.json").is_file():
+            raise UserError(f"not a run folder (no run.json): {resume}")
+        run = RunStore.open(resume)
+        config = load_config(config_path, overrides, layers=[run.state.config])
+        demo = run.state.demo
+        source = Path(run.state.source) if run.state.source else None
+    else:
+        config = load_config(config_path, overrides, layers=[DEMO_OVERRIDES] if demo else None)
+        if demo and photos is None:
+            source = None  # rendered into the run folder below
+        elif photos is None:
+            raise UserError("give a photos folder (clood dogfood candy ~/photos/jellybeans) or --demo")
+        else:
+            source = photos.expanduser().resolve()
+            if not source.exists():
+                raise UserError(f"photos folder not found: {photos}")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        root = run_dir or Path("runs") / f"{stamp}-{config.name}{'-demo' if demo else ''}"
+        run = RunStore.create(root.resolve(), config.name, config.model_dump(mode="json"),
+                              str(source) if source else None, demo)
+    ctx = make_context(run, config, quiet)
+    if demo and source is None:
+        source = _render_demo_photos(ctx)
+        run.state.source = str(source)
+        run.save()
+    chosen = [s.strip() for s in stages.split(",")] if stages else list(STAGES)
+    try:
+        run_pipeline(ctx, source, chosen, force=force)
+    except StageFailed as exc:
+        click.echo(f"Error: stage {exc.stage} failed: {exc} (traceback in {exc.log})", err=True)
+        sys.exit(1)
+    summary = {"run": str(run.root), "stages": {k: v.status for k, v in run.state.stages.items()},
+               **{k: str(run.path(v)) for k, v in run.state.outputs.items()}}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        click.echo(f"Run folder: {run.root}")
+        for key in ("lora", "report"):
+            if key in run.state.outputs:
+                click.echo(f"{key.capitalize():>10}: {run.path(run.state.outputs[key])}")
+
+
+def _render_demo_photos(ctx: StageContext) -> Path:
+    from clood_candy.studio import render_studio
+
+    target = ctx.run.path("demo_photos")
+    if not (target / "labels.json").is_file():
+        ctx.progress.say("Rendering the demo photo studio …")
+        render_studio(target, count=32, seed=ctx.config.seed)
+    return target
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json: bool) -> None:
+    """List every plugin with its kind, name, version and source."""
+    registry = build_registry()
+    rows = registry.listing()
+    problems = [{"plugin": p.plugin, "error": p.error} for p in registry.problems]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "problems": problems}, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['kind']:<10} {row['name']:<22} {row['plugin']:<22} {row['version']:<8} {row['source']}")
+    for p in problems:
+        click.echo(f"FAILED     {p['plugin']}: {p['error']}")
+
+
+@cli.command()
+@click.option("--dir", "runs_dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(runs_dir: Path, as_json: bool) -> None:
+    """List runs with the status of each stage."""
+    found = []
+    for path in sorted(runs_dir.glob("*/run.json")):
+        try:
+            store = RunStore.open(path.parent)
+        except Exception as exc:
+            found.append({"run": str(path.parent), "error": f"unreadable run.json: {exc}"})
+            continue
+        found.append({"run": str(path.parent), "created": store.state.created,
+                      "stages": {k: v.status for k, v in store.state.stages.items()},
+                      "lora": store.state.outputs.get("lora")})
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo(f"no runs in {runs_dir}")
+    for row in found:
+        stages_line = " ".join(f"{k}:{v}" for k, v in row.get("stages", {}).items()) or row.get("error", "")
+        click.echo(f"{row['run']}  {stages_line}")
+
+
+def open_run(run_dir: Path, quiet: bool = True) -> StageContext:
+    if not (run_dir / "run.json").is_file():
+        raise UserError(f"not a run folder (no run.json): {run_dir}")
+    run = RunStore.open(run_dir.resolve())
+    config = load_config(None, layers=[run.state.config])
+    return make_context(run, config, quiet)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["kohya", "ai-toolkit", "imagefolder"]), required=True)
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--repeats", type=int, default=10, show_default=True, help="kohya folder repeats.")
+def export(run_dir: Path, fmt: str, dest: Path, repeats: int) -> None:
+    """Write the captioned dataset in the layout another trainer reads."""
+    from clood_candy.export import export_dataset
+
+    ctx = open_run(run_dir)
+    where = export_dataset(ctx.run.path("dataset"), fmt, dest, trigger=ctx.config.trigger,
+                           class_word=ctx.config.class_word, repeats=repeats)
+    click.echo(f"exported to {where}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--prompt", "prompts", multiple=True, help="A prompt (repeatable). Default: the run's own.")
+@click.option("--weights", help="Comma-separated LoRA weights, e.g. 0,0.5,1.")
+@click.option("--checkpoint", help="A checkpoint name instead of all of them.")
+@click.option("-q", "--quiet", is_flag=True)
+def sample(run_dir: Path, prompts: tuple[str, ...], weights: str | None, checkpoint: str | None, quiet: bool) -> None:
+    """Sample a finished run again: prompts × LoRA weights."""
+    from clood_candy.pipeline import sample_stage
+
+    ctx = open_run(run_dir, quiet)
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        raise UserError(f"--weights must be numbers separated by commas, got '{weights}'") from None
+    out = sample_stage.run(ctx, list(prompts) or None, parsed, checkpoint, out_name="samples/resampled")
+    click.echo(json.dumps(out, indent=2))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report(run_dir: Path) -> None:
+    """Rebuild a run's report.html."""
+    from clood_candy.pipeline import report_stage
+
+    ctx = open_run(run_dir)
+    out = report_stage.run(ctx)
+    click.echo(str(ctx.run.path(out["report"])))
+
+
+def main() -> None:
+    load_plugins()
+    pm.hook.register_commands(cli=cli)
+    cli()

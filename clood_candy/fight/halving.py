@@ -1,0 +1,59 @@
+"""The training-config fight: successive halving on held-out validation loss.
+
+Every config trains a short budget; the better 1/reduction continue to the next,
+larger budget; the last one standing wins. Cheap configs are judged early, so the
+compute goes to the promising ones (Jamieson & Talwalkar 2016).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from clood_candy.records import ConfigFightResult, HalvingRound, TrainConfig
+
+# Trains ``config`` up to ``steps`` (continuing earlier rounds) and returns validation loss.
+TrainTo = Callable[[TrainConfig, int], float]
+
+
+def default_grid(defaults: TrainConfig) -> list[TrainConfig]:
+    """A small grid around the defaults: the knobs that matter most for a first LoRA."""
+    lr = defaults.learning_rate
+    return [
+        defaults.model_copy(update={"name": "default"}),
+        defaults.model_copy(update={"name": "lr-x3", "learning_rate": lr * 3}),
+        defaults.model_copy(update={"name": "lr-div3", "learning_rate": lr / 3}),
+        defaults.model_copy(update={"name": "rank-x2", "rank": defaults.rank * 2, "alpha": defaults.alpha * 2}),
+    ]
+
+
+def successive_halving(configs: list[TrainConfig], budgets: list[int], reduction: int, train_to: TrainTo,
+                       on_round: Callable[[HalvingRound], None] | None = None) -> ConfigFightResult:
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"config names must be unique: {names}")
+    by_name = {c.name: c for c in configs}
+    survivors = list(names)
+    rounds: list[HalvingRound] = []
+    failures: dict[str, str] = {}
+    for budget in budgets:
+        scores: dict[str, float] = {}
+        for name in survivors:
+            config = by_name[name]
+            try:
+                loss = train_to(config, min(budget, config.steps))
+            except Exception as exc:  # a config that crashes loses, the fight goes on
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                loss = math.inf
+            scores[name] = loss if math.isfinite(loss) else math.inf
+        ranked = sorted(survivors, key=lambda n: (scores[n], names.index(n)))
+        keep = max(1, math.ceil(len(ranked) / reduction))
+        survivors = ranked[:keep]
+        round_ = HalvingRound(budget=budget, scores={n: (s if math.isfinite(s) else None) for n, s in scores.items()},
+                              survivors=survivors)
+        rounds.append(round_)
+        if on_round:
+            on_round(round_)
+        if len(survivors) == 1:
+            break
+    return ConfigFightResult(configs=configs, rounds=rounds, winner=survivors[0], failures=failures)

@@ -1,0 +1,134 @@
+"""Stage 2: the caption catfight. Every captioner × strategy is a fighter; a weighted
+panel of judges decides each photo; the winner's captions become the dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from clood_candy import fsutil
+from clood_candy.captions.strategy import apply_strategy
+from clood_candy.context import StageContext
+from clood_candy.fight.engine import Panel, run_fight
+from clood_candy.pipeline import prep_stage
+from clood_candy.records import CaptionResult, Candidate, FightItem, FightResult, Photo
+
+
+def fighter_name(captioner: str, strategy: str, strategies: list[str]) -> str:
+    return captioner if len(strategies) == 1 else f"{captioner}+{strategy}"
+
+
+def _run_captioner(ctx: StageContext, name: str, photos: list[Photo]) -> tuple[dict[str, CaptionResult] | None, str | None]:
+    captioner = ctx.registry.get("captioner", name)
+    why = captioner.unavailable(ctx)
+    if why:
+        return None, why
+    try:
+        results = captioner.caption(photos, ctx)
+    except Exception as exc:  # a failing fighter forfeits its fight, the run goes on
+        ctx.log.exception("captioner %s failed", name)
+        return None, f"{type(exc).__name__}: {exc}"
+    # Every photo ends captioned or marked failed, never silently missing.
+    return {p.id: results.get(p.id) or CaptionResult(error="the captioner returned nothing for this photo")
+            for p in photos}, None
+
+
+def _count_tokens(ctx: StageContext):
+    try:
+        base = ctx.base()
+    except Exception as exc:
+        ctx.log.warning("token counts approximate: base model not loadable (%s)", exc)
+        return None, 75
+    return base.count_tokens, base.token_window
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    settings = ctx.config.caption
+    photos = prep_stage.load(ctx).photos
+    out = ctx.run.path("caption")
+    count_tokens, window = _count_tokens(ctx)
+    by_file = {p.id: Path(p.image).name for p in photos}
+
+    forfeits: dict[str, str] = {}
+    finals: dict[str, dict[str, str]] = {}
+    strategy_notes: dict[str, Any] = {}
+    with ctx.progress.task("Captioning", total=len(settings.captioners)) as advance:
+        for name in settings.captioners:
+            raw, why = _run_captioner(ctx, name, photos)
+            advance(note=name)
+            fighters = [fighter_name(name, s, settings.strategies) for s in settings.strategies]
+            if raw is None:
+                for fighter in fighters:
+                    forfeits[fighter] = why or "unavailable"
+                ctx.progress.say(f"  {name} sits this fight out: {why}")
+                continue
+            fsutil.write_json(out / name / "captions.json", {by_file[i]: r.caption for i, r in raw.items()})
+            fsutil.write_json(out / name / "results.json", {by_file[i]: r.model_dump(mode="json") for i, r in raw.items()})
+            for strategy, fighter in zip(settings.strategies, fighters):
+                ok = {i: r for i, r in raw.items() if r.caption or r.facts}
+                result = apply_strategy(ok, photos, strategy, trigger=ctx.config.trigger,
+                                        class_word=ctx.config.class_word, lora_type=settings.lora_type,
+                                        style=_style(ctx), count_tokens=count_tokens, token_window=window)
+                finals[fighter] = result.captions
+                strategy_notes[fighter] = result.model_dump(mode="json", exclude={"captions"})
+                fsutil.write_json(out / fighter / "training_captions.json",
+                                  {by_file[i]: c for i, c in result.captions.items()})
+
+    items = [FightItem(id=p.id, photo=p, candidates=[Candidate(fighter=f, text=c.get(p.id, "")) for f, c in finals.items()])
+             for p in photos]
+    panel = _panel(ctx)
+    cache_path = out / "verdict_cache.json"
+    cache = fsutil.read_json(cache_path) if cache_path.is_file() else {}
+    ctx.progress.say(f"Caption fight: {len(finals)} fighters × {len(photos)} photos, judges: {', '.join(panel.judges) or 'none'}")
+    result = run_fight(items, panel, ctx, forfeits=forfeits, cache=cache, bootstrap=settings.bootstrap,
+                       confidence=settings.confidence, seed=ctx.config.seed)
+    fsutil.write_json(cache_path, cache)
+    fsutil.write_json(out / "fight.json", result)
+    fsutil.write_json(out / "strategy.json", strategy_notes)
+    ctx.progress.say(f"  {result.verdict}")
+
+    written = _write_dataset(ctx, photos, finals, result)
+    return {"winner": result.winner, "clear": result.clear, "fighters": result.fighters,
+            "forfeits": result.forfeits, "dataset_images": written}
+
+
+def _style(ctx: StageContext) -> str:
+    return ctx.config.caption.style
+
+
+def _panel(ctx: StageContext) -> Panel:
+    judges, problems = {}, {}
+    for name, weight in ctx.config.caption.judges.items():
+        judge = ctx.registry.get("judge", name)
+        why = judge.unavailable(ctx)
+        if why:
+            problems[name] = why
+            ctx.progress.say(f"  judge {name} sits out: {why}")
+        else:
+            judges[name] = (judge, weight)
+    return Panel(judges=judges, problems=problems)
+
+
+def _write_dataset(ctx: StageContext, photos: list[Photo], finals: dict[str, dict[str, str]], fight: FightResult) -> int:
+    """The winner's captions (or, with ``merge``, the best caption per photo) next to
+    their images, plus ``metadata.jsonl`` for HF imagefolder readers."""
+    dataset = ctx.run.path("dataset")
+    if dataset.exists():
+        shutil.rmtree(dataset)
+    dataset.mkdir(parents=True)
+    lines = []
+    for photo in photos:
+        chosen = fight.per_item_winners.get(photo.id) if ctx.config.caption.merge else fight.winner
+        caption = finals.get(chosen or "", {}).get(photo.id)
+        if not caption:  # the winner had nothing for this photo: take the photo's own best
+            caption = finals.get(fight.per_item_winners.get(photo.id, ""), {}).get(photo.id)
+        if not caption:
+            continue
+        image = Path(photo.image).name
+        shutil.copyfile(ctx.run.path(photo.image), dataset / image)
+        fsutil.write_text(dataset / f"{Path(image).stem}.txt", caption + "\n")
+        lines.append(json.dumps({"file_name": image, "text": caption, "id": photo.id, "source": photo.source}))
+    fsutil.write_text(dataset / "metadata.jsonl", "\n".join(lines) + "\n")
+    return len(lines)

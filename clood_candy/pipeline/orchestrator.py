@@ -1,0 +1,105 @@
+"""Runs the stages in order, skipping the ones whose inputs and config are unchanged,
+recording status and timings in run.json."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+from clood_candy.context import StageContext
+from clood_candy.errors import UserError
+from clood_candy.pipeline import caption_stage, prep_stage, report_stage, sample_stage, train_stage
+from clood_candy.runstore import STAGES, fingerprint
+
+RUNNERS = {
+    "prep": lambda ctx, source: prep_stage.run(ctx, source),
+    "caption": lambda ctx, source: caption_stage.run(ctx),
+    "train": lambda ctx, source: train_stage.run(ctx),
+    "sample": lambda ctx, source: sample_stage.run(ctx),
+    "report": lambda ctx, source: report_stage.run(ctx),
+}
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, message: str, log: Path):
+        super().__init__(message)
+        self.stage, self.log = stage, log
+
+
+def stage_inputs(ctx: StageContext, stage: str, source: Path | None) -> list[Any]:
+    """What a stage's result depends on, beyond the stages before it."""
+    cfg = ctx.config
+    common = [cfg.base, cfg.family, cfg.seed, cfg.plugins]
+    if stage == "prep":
+        return [str(source), prep_stage.source_listing(source) if source else None, cfg.prep.model_dump(mode="json")]
+    if stage == "caption":
+        return common + [cfg.trigger, cfg.class_word, cfg.caption.model_dump(mode="json")]
+    if stage == "train":
+        return common + [cfg.train.model_dump(mode="json")]
+    if stage == "sample":
+        return common + [cfg.sample.model_dump(mode="json")]
+    return [cfg.reporter]
+
+
+def check_plugins(ctx: StageContext, stages: list[str]) -> None:
+    """Unknown plugin names are a user mistake: say so before any work starts."""
+    cfg, reg = ctx.config, ctx.registry
+    wanted: list[tuple[str, str]] = []
+    if "prep" in stages:
+        wanted.append(("preparer", cfg.prep.preparer))
+    if "caption" in stages:
+        wanted += [("captioner", n) for n in cfg.caption.captioners] + [("judge", n) for n in cfg.caption.judges]
+    if "sample" in stages:
+        wanted.append(("sampler", cfg.sample.sampler))
+    if "report" in stages:
+        wanted.append(("reporter", cfg.reporter))
+    for kind, name in wanted:
+        reg.get(kind, name)
+    if {"train", "sample"} & set(stages):
+        ctx.family()
+
+
+def run_pipeline(ctx: StageContext, source: Path | None, stages: list[str], *, force: bool = False) -> None:
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise UserError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(STAGES)})")
+    check_plugins(ctx, stages)
+    log_path = ctx.run.path("log.txt")
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ctx.log.addHandler(handler)
+    ctx.log.setLevel(logging.INFO)
+    try:
+        upstream = ""
+        for stage in STAGES:
+            fp = fingerprint(upstream, stage_inputs(ctx, stage, source))
+            upstream = fp
+            if stage not in stages:
+                continue
+            if stage == "prep" and source is None:
+                raise UserError("no photos folder: give PHOTOS_DIR or --demo")
+            if not force and ctx.run.is_fresh(stage, fp):
+                ctx.progress.say(f"[{stage}] up to date, skipped")
+                continue
+            ctx.progress.say(f"[{stage}]")
+            began = ctx.run.start(stage, fp)
+            ctx.log.info("stage %s started", stage)
+            try:
+                outputs = RUNNERS[stage](ctx, source)
+            except UserError as exc:
+                ctx.run.fail(stage, began, str(exc))
+                raise
+            except KeyboardInterrupt:
+                ctx.run.fail(stage, began, "interrupted")
+                raise
+            except Exception as exc:
+                ctx.log.error("stage %s failed:\n%s", stage, traceback.format_exc())
+                ctx.run.fail(stage, began, f"{type(exc).__name__}: {exc}")
+                raise StageFailed(stage, f"{type(exc).__name__}: {exc}", log_path) from exc
+            ctx.run.finish(stage, began, outputs)
+            ctx.log.info("stage %s done", stage)
+    finally:
+        ctx.log.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,85 @@
+"""Stage 3: training configs race (successive halving on validation loss), then the
+winner trains to full length and its LoRA is saved, verified and named in run.json."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from typing import Any
+
+from clood_candy import fsutil
+from clood_candy.context import StageContext
+from clood_candy.errors import UserError
+from clood_candy.fight.halving import default_grid, successive_halving
+from clood_candy.records import TrainConfig, TrainItem, TrainOutcome, TrainSet
+
+
+def load_trainset(ctx: StageContext) -> TrainSet:
+    dataset = ctx.run.path("dataset")
+    meta = dataset / "metadata.jsonl"
+    if not meta.is_file():
+        raise UserError(f"{ctx.run.root} has no dataset yet: run the caption stage first")
+    rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = [TrainItem(image=str(dataset / r["file_name"]), caption=r["text"]) for r in rows]
+    if len(items) < 2:
+        raise UserError(f"the dataset has {len(items)} captioned photo(s); training needs at least 2")
+    # A fixed, seeded hold-out: the same photos judge every config and every checkpoint.
+    order = list(range(len(items)))
+    random.Random(ctx.config.seed).shuffle(order)
+    n_val = max(1, round(len(items) * ctx.config.train.fight.validation_split))
+    n_val = min(n_val, len(items) - 1)
+    val = sorted(order[:n_val])
+    base = ctx.base()
+    return TrainSet(train=[items[i] for i in range(len(items)) if i not in val],
+                    validation=[items[i] for i in val], trigger=ctx.config.trigger,
+                    class_word=ctx.config.class_word,
+                    resolution=ctx.config.prep.resolution or base.resolution)
+
+
+def fight_configs(ctx: StageContext) -> list[TrainConfig]:
+    settings = ctx.config.train
+    configs = settings.fight.configs or default_grid(settings.defaults)
+    return configs
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    data = load_trainset(ctx)
+    family, base = ctx.family(), ctx.base()
+    fight_dir = ctx.run.path("train", "fight")
+    configs = fight_configs(ctx)
+    outcomes: dict[str, TrainOutcome] = {}
+
+    def train_to(config: TrainConfig, steps: int) -> float:
+        with ctx.progress.task(f"Config fight: {config.name} → {steps} steps", total=steps) as advance:
+            outcome = family.train(base, data, config, fight_dir / config.name, ctx, max_steps=steps,
+                                   on_step=lambda step, loss: advance(note=f"loss {loss:.4f}"))
+        outcomes[config.name] = outcome
+        if outcome.error:
+            raise RuntimeError(outcome.error)
+        return outcome.final_val_loss if outcome.final_val_loss is not None else float("inf")
+
+    if len(configs) > 1:
+        fight = successive_halving(configs, ctx.config.train.fight.budgets, ctx.config.train.fight.reduction, train_to,
+                                   on_round=lambda r: ctx.progress.say(
+                                       f"  round at {r.budget} steps: " + ", ".join(
+                                           f"{n} {s:.4f}" if s is not None else f"{n} failed" for n, s in r.scores.items())
+                                       + f" → {', '.join(r.survivors)} go on"))
+        fsutil.write_json(ctx.run.path("train", "fight.json"), fight)
+        winner = next(c for c in configs if c.name == fight.winner)
+        ctx.progress.say(f"Config fight winner: {winner.name}")
+    else:
+        winner = configs[0]
+
+    with ctx.progress.task(f"Training {winner.name}", total=winner.steps) as advance:
+        final = family.train(base, data, winner, fight_dir / winner.name, ctx,
+                             on_step=lambda step, loss: advance(note=f"loss {loss:.4f}"))
+    fsutil.write_json(ctx.run.path("train", "outcome.json"), final)
+    if final.error or not final.lora:
+        raise RuntimeError(f"training {winner.name} did not produce a verified LoRA: {final.error}")
+    lora = ctx.run.path("train", f"{ctx.config.trigger}.safetensors")
+    shutil.copyfile(ctx.run.path(final.lora), lora)
+    ctx.run.state.outputs["lora"] = ctx.run.rel(lora)
+    ctx.run.save()
+    return {"winner": winner.name, "lora": ctx.run.rel(lora), "steps": final.steps_done,
+            "final_val_loss": final.final_val_loss, "verification": final.verification}
