@@ -1,0 +1,213 @@
+"""The ``local-vlm`` captioner: a captioning model run locally with transformers.
+
+BLIP-class models (``BlipForConditionalGeneration``, the default
+``Salesforce/blip-image-captioning-base``) and Florence-2-class models (any id containing
+"florence": Microsoft's originals need ``trust_remote_code``; natively converted ones load
+as ``Florence2ForConditionalGeneration``). Options, ``[plugins.local-vlm]``: ``model``
+(hub id or local folder), ``batch_size``, ``max_new_tokens``, ``min_new_tokens``,
+``num_beams``, ``prompt`` (BLIP: a conditioning prefix such as "a photography of"),
+``task`` (Florence-2: e.g. "<DETAILED_CAPTION>"), ``device`` and ``dtype`` ("auto": CUDA
+with bf16/fp16 when there is a GPU, else CPU fp32), ``revision``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clood_candy.fighters import Captioner
+from clood_candy.hookspecs import hookimpl
+from clood_candy.records import CaptionResult, Photo
+
+PLUGIN = "local-vlm"
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TRUE = ("1", "on", "yes", "true")
+
+
+class LocalVlmOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    batch_size: int = Field(8, ge=1, le=256)
+    max_new_tokens: int = Field(40, ge=1, le=1024)
+    min_new_tokens: int = Field(0, ge=0, le=256)
+    num_beams: int = Field(3, ge=1, le=16)
+    prompt: str | None = None
+    task: str = "<DETAILED_CAPTION>"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+    @property
+    def florence(self) -> bool:
+        return "florence" in self.model.lower()
+
+
+def load_options(ctx) -> LocalVlmOptions:
+    try:
+        return LocalVlmOptions.model_validate(ctx.options(PLUGIN))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"[plugins.{PLUGIN}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def offline() -> bool:
+    return any(os.environ.get(name, "").lower() in TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def is_cached(model: str, revision: str | None) -> bool:
+    """Config and weights are in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(model, name, revision=revision), str)
+
+    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
+
+
+def availability(opts: LocalVlmOptions) -> tuple[str | None, bool]:
+    """(reason it cannot load or None, whether to load from local files only)."""
+    if Path(opts.model).expanduser().is_dir():
+        folder = Path(opts.model).expanduser()
+        if not (folder / "config.json").is_file():
+            return f"model folder {folder} has no config.json", True
+        return None, True
+    if is_cached(opts.model, opts.revision):
+        return None, True
+    if offline():
+        return (f"model {opts.model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set "
+                "(download it once with internet, or name a local folder)"), True
+    from huggingface_hub import HfApi
+
+    try:  # a short probe, so an unreachable hub is reported at once instead of after long retries
+        HfApi().model_info(opts.model, revision=opts.revision, timeout=5)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return f"model {opts.model} is not cached and the hub cannot provide it ({type(exc).__name__}: {first})", True
+    return None, False
+
+
+def pick_device(opts: LocalVlmOptions) -> tuple[str, Any]:
+    import torch
+
+    device = opts.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if opts.dtype != "auto":
+        return device, getattr(torch, opts.dtype)
+    if device.startswith("cuda"):
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, torch.float32
+
+
+@functools.lru_cache(maxsize=1)  # one model in memory; a second fight call reuses it
+def load_model(model_id: str, revision: str | None, florence: bool, device: str, dtype: Any, local_only: bool):
+    from transformers import AutoProcessor, BlipForConditionalGeneration, BlipProcessor
+
+    common = {"revision": revision, "local_files_only": local_only}
+    if florence:
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True, **common)
+        try:  # Microsoft's repos ship their own modelling code
+            model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True, dtype=dtype, **common)
+        except ValueError:  # natively converted checkpoints (model_type florence2)
+            model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype, **common)
+    else:
+        processor = BlipProcessor.from_pretrained(model_id, **common)
+        model = BlipForConditionalGeneration.from_pretrained(model_id, dtype=dtype, **common)
+    return processor, model.to(device).eval()
+
+
+class LocalVlmCaptioner(Captioner):
+    name = "local-vlm"
+    description = "A local captioning model (BLIP or Florence-2) run with transformers; no API, no facts."
+
+    def unavailable(self, ctx) -> str | None:
+        try:
+            opts = load_options(ctx)
+        except ValueError as exc:
+            return str(exc)
+        return availability(opts)[0]
+
+    def caption(self, photos: list[Photo], ctx) -> dict[str, CaptionResult]:
+        opts = load_options(ctx)
+        reason, local_only = availability(opts)
+        if reason:
+            return {p.id: CaptionResult(error=reason) for p in photos}
+        device, dtype = pick_device(opts)
+        ctx.progress.say(f"Loading {opts.model} on {device} ({str(dtype).removeprefix('torch.')}) …")
+        try:
+            processor, model = load_model(opts.model, opts.revision, opts.florence, device, dtype, local_only)
+        except Exception as exc:  # a broken or incompatible model fails every photo, with the reason
+            error = f"cannot load {opts.model}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+            return {p.id: CaptionResult(error=error) for p in photos}
+
+        results: dict[str, CaptionResult] = {}
+        images: list[tuple[Photo, Image.Image]] = []
+        for photo in photos:
+            try:
+                with Image.open(ctx.run.path(photo.image)) as im:
+                    images.append((photo, ImageOps.exif_transpose(im).convert("RGB")))
+            except Exception as exc:
+                results[photo.id] = CaptionResult(error=f"cannot read image {photo.image}: {type(exc).__name__}: {exc}"[:300])
+        details = {"model": opts.model, "device": device, "dtype": str(dtype).removeprefix("torch.")}
+        with ctx.progress.task(f"{self.name} captions ({opts.model})", len(images)) as advance:
+            for start in range(0, len(images), opts.batch_size):
+                chunk = images[start:start + opts.batch_size]
+                began = time.perf_counter()
+                try:
+                    texts = self._generate(processor, model, [im for _, im in chunk], opts, device, dtype)
+                except Exception:
+                    # One image can break a batch (or memory can run out): go one by one.
+                    texts = [self._one(processor, model, im, opts, device, dtype) for _, im in chunk]
+                seconds = round((time.perf_counter() - began) / len(chunk), 4)
+                for (photo, _), text in zip(chunk, texts):
+                    if isinstance(text, Exception):
+                        results[photo.id] = CaptionResult(error=f"generation failed: {type(text).__name__}: {text}"[:300])
+                    elif not text.strip():
+                        results[photo.id] = CaptionResult(error="the model produced an empty caption")
+                    else:
+                        results[photo.id] = CaptionResult(caption=" ".join(text.split()), details=details,
+                                                          usage={"seconds": seconds, "batch_size": len(chunk)})
+                advance(len(chunk))
+        return {p.id: results[p.id] for p in photos}
+
+    def _one(self, processor, model, image, opts, device, dtype) -> str | Exception:
+        try:
+            return self._generate(processor, model, [image], opts, device, dtype)[0]
+        except Exception as exc:
+            return exc
+
+    @staticmethod
+    def _generate(processor, model, images: list[Image.Image], opts: LocalVlmOptions, device: str, dtype: Any) -> list[str]:
+        import torch
+
+        generate = {"max_new_tokens": opts.max_new_tokens, "min_new_tokens": opts.min_new_tokens,
+                    "num_beams": opts.num_beams, "do_sample": False}
+        if opts.florence:
+            inputs = processor(text=[opts.task] * len(images), images=images, return_tensors="pt").to(device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            with torch.inference_mode():
+                out = model.generate(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"], **generate)
+            raw = processor.batch_decode(out, skip_special_tokens=False)
+            return [str(processor.post_process_generation(text, task=opts.task, image_size=im.size).get(opts.task, ""))
+                    for text, im in zip(raw, images)]
+        text = [opts.prompt] * len(images) if opts.prompt else None
+        inputs = processor(images=images, text=text, return_tensors="pt").to(device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        with torch.inference_mode():
+            out = model.generate(**inputs, **generate)
+        return processor.batch_decode(out, skip_special_tokens=True)
+
+
+@hookimpl
+def register_captioners(register):
+    register(LocalVlmCaptioner())

@@ -1,0 +1,117 @@
+"""The ``claude`` judge: shows Claude the photo and two candidate captions with a rubric
+(prompts/judge_pairwise.md) and records its verdict through a tool call. The engine asks
+both orders itself; this judge answers exactly what it is asked.
+
+Verdicts are cached on disk under the run (``cache/claude``), keyed by model, prompt and
+image, so re-running a fight costs nothing; usage totals go to ``cache/claude/judge-usage.json``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from clood_candy import fsutil
+from clood_candy.fighters import Judge
+from clood_candy.hookspecs import hookimpl
+from clood_candy.records import Candidate, Comparison, FightItem
+from clood_candy_plugins import claude_common as cc
+from clood_candy_plugins.captioners.claude import load_prompt, template_style
+
+TOOL = "record_verdict"
+PROMPT = "judge_pairwise.md"
+SYSTEM = ("You judge training captions for image-generation LoRAs against a rubric. You are fair to "
+          "both candidates whatever their order, and always answer by calling the record_verdict tool once.")
+VERDICT_TOOL = {
+    "name": TOOL,
+    "description": "Record which caption is better for training, or a tie.",
+    "input_schema": cc.tool_schema({
+        "winner": {"type": "string", "enum": ["first", "second", "tie"],
+                   "description": "the better caption: first, second, or tie"},
+        "reason": {"type": "string", "description": "one short sentence naming the deciding point"},
+    }, ["winner", "reason"]),
+}
+_usage_lock = threading.Lock()
+
+
+def parse_verdict(message: Any) -> Comparison:
+    data = cc.tool_input(message, TOOL)
+    reason = data.get("reason", "")
+    return Comparison(winner=data.get("winner"), reason=" ".join(str(reason).split())[:300])
+
+
+class ClaudeJudge(Judge):
+    name = "claude"
+    description = "Claude vision compares two captions against the photo with a rubric (needs ANTHROPIC_API_KEY)."
+    pairwise = True
+
+    def unavailable(self, ctx) -> str | None:
+        return cc.unavailable_reason(ctx)
+
+    def compare(self, pairs: list[tuple[FightItem, Candidate, Candidate]], ctx) -> list[Comparison]:
+        opts = cc.load_options(ctx)
+        if opts.judge_model:
+            opts = opts.model_copy(update={"model": opts.judge_model})
+        template = load_prompt(PROMPT)
+        style_words = "comma-separated tags" if template_style(ctx) == "tags" else "plain natural sentences"
+        images: dict[str, tuple[dict[str, Any], str] | str] = {}  # photo image → (block, hash) or error
+        requests: list[cc.Request] = []
+        for index, (item, first, second) in enumerate(pairs):
+            content: list[dict[str, Any]] = []
+            digest = ""
+            if item.photo is not None:
+                if item.photo.image not in images:
+                    try:
+                        images[item.photo.image] = cc.image_block(ctx.run.path(item.photo.image), opts.max_edge)
+                    except Exception as exc:
+                        images[item.photo.image] = f"{type(exc).__name__}: {exc}"
+                loaded = images[item.photo.image]
+                if isinstance(loaded, tuple):
+                    content.append(loaded[0])
+                    digest = loaded[1]
+            text = template.substitute(lora_type=ctx.config.caption.lora_type, trigger=ctx.config.trigger,
+                                       class_word=ctx.config.class_word, style=style_words,
+                                       first=first.text, second=second.text)
+            if not digest:
+                text = "(The photo could not be shown: judge the captions on the rubric alone.)\n\n" + text
+            content.append({"type": "text", "text": text})
+            requests.append(cc.Request(id=str(index), image_hash=digest, params={
+                "system": SYSTEM, "tools": [VERDICT_TOOL], "messages": [{"role": "user", "content": content}]}))
+
+        client = cc.ClaudeClient(opts, ctx.run.path("cache", cc.PLUGIN))
+        with ctx.progress.task(f"claude judging ({opts.model})", len(requests)) as advance:
+            outcomes = client.run(requests, parse_verdict, advance)
+
+        verdicts: list[Comparison] = []
+        errors: list[str] = []
+        for request in requests:
+            outcome = outcomes[request.id]
+            if outcome.value is not None:
+                verdicts.append(outcome.value)
+            else:
+                errors.append(outcome.error or "no answer")
+                # Comparison has no error field: a failed pair counts as a tie and says why.
+                verdicts.append(Comparison(winner="tie", reason=f"no verdict: {outcome.error}"[:300]))
+        self._record_usage(ctx, outcomes.values(), len(errors))
+        if requests and len(errors) == len(requests):
+            raise RuntimeError(f"claude judge: every comparison failed ({errors[0]})")
+        if errors:
+            ctx.log.warning("claude judge: %d of %d comparisons failed (first: %s)", len(errors), len(requests), errors[0])
+        return verdicts
+
+    @staticmethod
+    def _record_usage(ctx, outcomes, failures: int) -> None:
+        path = ctx.run.path("cache", cc.PLUGIN, "judge-usage.json")
+        with _usage_lock:
+            totals: dict[str, float] = fsutil.read_json(path) if path.is_file() else {}
+            for outcome in outcomes:
+                totals["comparisons"] = totals.get("comparisons", 0) + 1
+                for key, value in outcome.usage.items():
+                    totals[key] = round(totals.get(key, 0) + value, 6)
+            totals["failures"] = totals.get("failures", 0) + failures
+            fsutil.write_json(path, totals)
+
+
+@hookimpl
+def register_judges(register):
+    register(ClaudeJudge())

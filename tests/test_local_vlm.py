@@ -1,0 +1,181 @@
+"""The local-vlm captioner on a tiny random BLIP built offline (same classes as the real
+Salesforce/blip-image-captioning-base, a few kilobytes of weights)."""
+
+import time
+
+import pytest
+from PIL import Image
+
+from clood_candy.records import Photo
+
+WORDS = ["a", "red", "green", "blue", "yellow", "jellybean", "on", "white", "table", "candy", "pile", "of",
+         "the", "photo", "close", "up", "wood", "bowl"]
+COLOURS = [(200, 20, 20), (20, 200, 20), (20, 20, 200), (250, 250, 250), (0, 0, 0)]
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tmp_path_factory):
+    """A BlipForConditionalGeneration + BlipProcessor (BertTokenizer from our own vocab.txt)."""
+    import torch
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    folder = tmp_path_factory.mktemp("tiny-blip")
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *WORDS]) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]")
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    # initializer_range 0.2 (not 0.02) so that different images give different words,
+    # which lets the tests see each caption belongs to its own image.
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "initializer_range": 0.2}
+    config = BlipConfig(
+        text_config={**small, "vocab_size": len(tokenizer), "max_position_embeddings": 64,
+                     "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"), "pad_token_id": 0,
+                     "sep_token_id": 3, "eos_token_id": 3},
+        vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=32, initializer_range=0.2)
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def vlm(make_ctx, tiny_blip):
+    def make(**options):
+        opts = {"model": str(tiny_blip), "num_beams": 1, "max_new_tokens": 6, "min_new_tokens": 3, **options}
+        ctx = make_ctx(plugins={"local-vlm": opts})
+        return ctx.registry.get("captioner", "local-vlm"), ctx
+
+    return make
+
+
+def photos_in(run_root, colours=COLOURS):
+    photos = []
+    for i, rgb in enumerate(colours):
+        path = run_root / "prep" / f"p{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (48, 40), rgb).save(path)
+        photos.append(Photo(id=f"p{i}", source=f"p{i}.jpg", image=f"prep/p{i}.png", width=48, height=40))
+    return photos
+
+
+def test_batch_of_photos_is_captioned_through_the_real_code_path(vlm):
+    captioner, ctx = vlm(batch_size=2)
+    assert captioner.unavailable(ctx) is None
+    photos = photos_in(ctx.run.root)
+    results = captioner.caption(photos, ctx)
+
+    assert list(results) == [p.id for p in photos]
+    for result in results.values():
+        assert result.error is None and result.facts is None
+        assert set(result.caption.split()) <= set(WORDS)  # words of our vocabulary, decoded
+        assert result.details["device"] == "cpu" and result.details["dtype"] == "float32"
+    assert [r.usage["batch_size"] for r in results.values()] == [2, 2, 2, 2, 1]
+    assert len({r.caption for r in results.values()}) >= 3  # captions follow their images
+
+
+def test_batching_keeps_each_caption_with_its_photo(vlm):
+    captioner, ctx = vlm(batch_size=1)
+    one_by_one = captioner.caption(photos_in(ctx.run.root), ctx)
+    captioner, ctx = vlm(batch_size=5)
+    batched = captioner.caption(photos_in(ctx.run.root), ctx)
+    assert {k: r.caption for k, r in batched.items()} == {k: r.caption for k, r in one_by_one.items()}
+
+
+def test_a_broken_image_fails_alone(vlm):
+    captioner, ctx = vlm(batch_size=4)
+    photos = photos_in(ctx.run.root, COLOURS[:3])
+    ctx.run.path("prep", "p1.png").write_bytes(b"")  # a zero-byte file, as real folders have
+    results = captioner.caption(photos, ctx)
+    assert "cannot read image" in results["p1"].error and results["p1"].caption is None
+    assert results["p0"].caption and results["p2"].caption
+
+
+def test_blip_prompt_conditions_the_caption(vlm):
+    captioner, ctx = vlm(prompt="a photo of")
+    results = captioner.caption(photos_in(ctx.run.root, COLOURS[:2]), ctx)
+    assert all(r.caption.startswith("a photo of") for r in results.values())
+
+
+def test_missing_model_is_reported_offline_in_one_line_without_hanging(make_ctx, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ctx = make_ctx(plugins={"local-vlm": {"model": "clood-candy-tests/no-such-captioner"}})
+    captioner = ctx.registry.get("captioner", "local-vlm")
+    began = time.perf_counter()
+    reason = captioner.unavailable(ctx)
+    assert time.perf_counter() - began < 2
+    assert "not in the Hugging Face cache" in reason and "HF_HUB_OFFLINE" in reason and "\n" not in reason
+    photo = photos_in(ctx.run.root, COLOURS[:1])
+    assert captioner.caption(photo, ctx)["p0"].error == reason  # every photo marked, none missing
+
+
+def test_missing_model_online_is_a_quick_probe(make_ctx, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    ctx = make_ctx(plugins={"local-vlm": {"model": "clood-candy-tests/no-such-captioner"}})
+    began = time.perf_counter()
+    reason = ctx.registry.get("captioner", "local-vlm").unavailable(ctx)
+    assert time.perf_counter() - began < 15  # hf_hub_download's own retries take ~25 s here
+    assert reason and "not cached" in reason and "\n" not in reason
+
+
+def test_local_folder_without_config_is_reported(make_ctx, tmp_path):
+    ctx = make_ctx(plugins={"local-vlm": {"model": str(tmp_path)}})
+    assert "no config.json" in ctx.registry.get("captioner", "local-vlm").unavailable(ctx)
+
+
+def test_unknown_option_is_reported(make_ctx):
+    ctx = make_ctx(plugins={"local-vlm": {"beams": 3}})
+    assert "beams" in ctx.registry.get("captioner", "local-vlm").unavailable(ctx)
+
+
+@pytest.fixture(scope="module")
+def tiny_florence(tmp_path_factory):
+    """A natively converted Florence-2 (Florence2ForConditionalGeneration + Florence2Processor)
+    with a byte-level BART tokenizer from our own vocab.json; the folder name carries
+    "florence", as hub ids do."""
+    import json
+
+    import torch
+    from transformers import BartTokenizer, Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-florence-2"
+    folder.mkdir()
+    words = ["Ġred", "Ġgreen", "Ġjellybean", "Ġon", "Ġwhite", "Ġtable"]
+    vocab = ["<s>", "<pad>", "</s>", "<unk>", *bytes_to_unicode().values(), *words]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2")  # no trailing newline (see shared notes)
+    tokenizer = BartTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                              extra_special_tokens={"image_token": "<image>"})
+    images = CLIPImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False)
+    images.image_seq_length = 17  # 4×4 patches after two stages, plus the pooled token
+    processor = Florence2Processor(image_processor=images, tokenizer=tokenizer, post_processor_config={"pure_text": {}})
+    text = {"model_type": "bart", "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+            "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+            "vocab_size": len(tokenizer), "max_position_embeddings": 128, "bos_token_id": 0, "pad_token_id": 1,
+            "eos_token_id": 2, "decoder_start_token_id": 2, "forced_bos_token_id": 0}
+    vision = {"depths": [1, 1], "patch_size": [7, 3], "patch_stride": [4, 2], "patch_padding": [3, 1],
+              "patch_prenorm": [False, True], "embed_dim": [16, 32], "num_heads": [2, 2], "num_groups": [2, 2],
+              "window_size": 2, "projection_dim": 32}
+    torch.manual_seed(0)
+    model = Florence2ForConditionalGeneration(
+        Florence2Config(text_config=text, vision_config=vision, image_token_id=tokenizer.image_token_id))
+    # Random weights would emit stray bytes (not valid UTF-8): let it say only whole words.
+    keep = set(tokenizer.convert_tokens_to_ids(words)) | {tokenizer.eos_token_id}
+    model.generation_config.suppress_tokens = [i for i in range(len(tokenizer)) if i not in keep]
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_florence_class_model_captions_through_its_task_prompt(make_ctx, tiny_florence):
+    ctx = make_ctx(plugins={"local-vlm": {"model": str(tiny_florence), "num_beams": 1, "max_new_tokens": 5,
+                                          "min_new_tokens": 2, "batch_size": 2}})
+    captioner = ctx.registry.get("captioner", "local-vlm")
+    assert captioner.unavailable(ctx) is None
+    results = captioner.caption(photos_in(ctx.run.root, COLOURS[:3]), ctx)
+    for result in results.values():
+        assert result.error is None and result.facts is None
+        # post-processing removed the task's special tokens; what is left is our words
+        assert result.caption and set(result.caption.split()) <= {"red", "green", "jellybean", "on", "white", "table"}
