@@ -15,7 +15,6 @@ BEAN_COLOURS = (
     "red", "orange", "yellow", "green", "blue",
     "purple", "pink", "white", "black", "brown",
 )
-BRANDS = ("jelly-belly", "sunkist", "speckled-co")
 
 
 class StudioLabels(BaseModel):

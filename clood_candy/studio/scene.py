@@ -41,7 +41,7 @@ class Camera:
     table_size: tuple[int, int] | None = None
 
     @classmethod
-    def make(cls, size: tuple[int, int], angled: bool) -> "Camera":
+    def make(cls, size: tuple[int, int], angled: bool) -> Camera:
         w, h = size
         if not angled:
             return cls(size, False, None, size)
@@ -79,15 +79,15 @@ class Camera:
         return dxc / dx, min(1.0, dx / dy)
 
     def warp(self, tex: np.ndarray) -> np.ndarray:
-        """Table texture (th, tw, C) -> image (h, w, C)."""
+        """Table texture (C, th, tw) -> image (C, h, w)."""
         if not self.angled:
             return tex
         chans = [
-            np.asarray(Image.fromarray(np.ascontiguousarray(tex[..., i])).transform(
-                self.size, Image.PERSPECTIVE, self.coeffs, Image.BICUBIC), np.float32)
-            for i in range(tex.shape[2])
+            np.asarray(Image.fromarray(np.ascontiguousarray(c)).transform(
+                self.size, Image.PERSPECTIVE, self.coeffs, Image.BILINEAR), np.float32)
+            for c in tex
         ]
-        return np.stack(chans, axis=-1)
+        return np.stack(chans)
 
 
 # ---------------------------------------------------------------------- backgrounds
@@ -97,11 +97,17 @@ def paper(h: int, w: int, unit: float, rng) -> np.ndarray:
     fib = smooth_noise(h, w, 2.0, 2.0, rng) - 0.5
     blot = smooth_noise(h, w, h / 2.5, w / 2.5, rng) - 0.5
     v = 1.0 + 0.025 * fib + 0.05 * blot
-    return tint * v[..., None]
+    return tint[:, None, None] * v[None]
 
 
 def wood(h: int, w: int, unit: float, rng) -> np.ndarray:
     """Planks with growth rings, fibre streaks along the grain and dark seams."""
+    if rng.random() < 0.4:  # planks running the other way
+        return np.ascontiguousarray(_planks(w, h, unit, rng).transpose(0, 2, 1))
+    return _planks(h, w, unit, rng)
+
+
+def _planks(h: int, w: int, unit: float, rng) -> np.ndarray:
     light = srgb_to_linear((196, 140, 92)) * rng.uniform(0.8, 1.1)
     dark = srgb_to_linear((120, 72, 40)) * rng.uniform(0.7, 1.0)
     board = unit * rng.uniform(3.5, 5.5)
@@ -111,39 +117,47 @@ def wood(h: int, w: int, unit: float, rng) -> np.ndarray:
     n_boards = int(h / board) + 3
     tone = rng.uniform(0.8, 1.15, n_boards).astype(np.float32)[idx.astype(int) % n_boards]
     phase = rng.uniform(0, 10, n_boards).astype(np.float32)[idx.astype(int) % n_boards]
-    slow = smooth_noise(h, w, unit * 0.6, unit * 5.0, rng)
+    slow = smooth_noise(h, w, unit * 0.8, unit * 8.0, rng)
     rings_n = rng.uniform(2.5, 5.0)
-    t = frac * rings_n + 2.2 * slow + phase
-    rings = (0.5 + 0.5 * np.sin(2 * np.pi * t)) ** 3
+    t = frac * rings_n + 0.9 * slow + phase
+    rings = 0.5 + 0.5 * np.sin(np.float32(2 * np.pi) * t)
+    rings = rings * rings * rings
     fibre = smooth_noise(h, w, max(1.2, unit * 0.018), unit * 1.5, rng)
-    mix = np.clip(0.5 * rings + 0.5 * fibre, 0, 1)
-    col = light * (1 - mix[..., None]) + dark * mix[..., None]
-    col = col * tone[..., None]
+    pores = smooth_noise(h, w, 1.3, max(8.0, unit * 0.3), rng)  # fine grain at any zoom
+    mix = np.clip(0.45 * rings + 0.4 * fibre + 0.3 * pores - 0.1, 0, 1)[None]
     seam_px = frac * board
     seam = np.clip(np.minimum(seam_px, board - seam_px) / max(1.0, unit * 0.02), 0, 1)
-    return col * (0.35 + 0.65 * seam)[..., None]
+    row = (tone * (0.35 + 0.65 * seam))[None]  # plank tone and dark gaps: per row
+    return (light[:, None, None] + (dark - light)[:, None, None] * mix) * row
 
 
 def cloth(h: int, w: int, unit: float, colour: str, rng, light_xy) -> np.ndarray:
-    """Plain weave (over/under threads with per-thread tone) plus soft folds."""
+    """Plain weave built only from smooth (band-limited) terms so it does not
+    alias into a pixel grid: thread profiles, a soft over/under switch,
+    per-thread tone and slubs along each thread, plus soft folds."""
     base = srgb_to_linear(CLOTH_SRGB[colour])
     p = float(np.clip(unit * 0.045, 2.6, 14.0))
     x = np.arange(w, dtype=np.float32)[None, :] / p
     y = np.arange(h, dtype=np.float32)[:, None] / p
-    ix, iy = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = x - ix, y - iy
-    warp_t = (1 + 0.09 * rng.standard_normal(ix.max() + 2)).astype(np.float32)[ix]
-    weft_t = (1 + 0.09 * rng.standard_normal(iy.max() + 2)).astype(np.float32)[iy]
-    sx, sy = np.sin(np.pi * fx) ** 0.6, np.sin(np.pi * fy) ** 0.6
-    over = ((ix + iy) % 2) == 0
-    weave = np.where(over, (0.6 + 0.4 * sx) * (0.85 + 0.15 * sy) * warp_t,
-                     (0.6 + 0.4 * sy) * (0.85 + 0.15 * sx) * weft_t)
+    tone_x = (1 + 0.07 * rng.standard_normal(int(x.max()) + 2)).astype(np.float32)
+    tone_y = (1 + 0.07 * rng.standard_normal(int(y.max()) + 2)).astype(np.float32)
+    warp_tone = np.interp(x, np.arange(len(tone_x)), tone_x).astype(np.float32)
+    weft_tone = np.interp(y, np.arange(len(tone_y)), tone_y).astype(np.float32)
+    prof_x = np.sin(np.pi * x) ** 2  # thread crowns in the warp (vertical threads)
+    prof_y = np.sin(np.pi * y) ** 2
+    over = np.clip(0.5 + 1.5 * np.sin(np.pi * x + np.pi / 2) * np.sin(np.pi * y + np.pi / 2), 0, 1)
+    slub_warp = smooth_noise(h, w, p * 8, p * 0.8, rng)  # varies slowly along the thread
+    slub_weft = smooth_noise(h, w, p * 0.8, p * 8, rng)
+    warp_v = (0.62 + 0.38 * prof_x) * warp_tone * (0.9 + 0.2 * slub_warp)
+    weft_v = (0.62 + 0.38 * prof_y) * weft_tone * (0.9 + 0.2 * slub_weft)
+    weave = over * warp_v + (1 - over) * weft_v
+    weave = 1.0 - float(np.clip((p - 1.5) / 4.0, 0.35, 1.0)) * (1.0 - weave)  # fine weave blurs out
     # Folds: shade a smooth height field by the light direction.
     hgt = smooth_noise(h, w, unit * 3, unit * 3, rng) + 0.5 * smooth_noise(h, w, unit * 1.2, unit * 1.2, rng)
     gy, gx = np.gradient(hgt * unit * 1.5)
     fold = np.clip(1.0 + 0.5 * (gx * light_xy[0] + gy * light_xy[1]), 0.7, 1.25)
     fuzz = 1.0 + 0.05 * (smooth_noise(h, w, 1.5, 1.5, rng) - 0.5)
-    return base * (weave * fold * fuzz)[..., None]
+    return base[:, None, None] * (weave * fold * fuzz)[None]
 
 
 # ------------------------------------------------------------------------ lighting
@@ -156,6 +170,7 @@ class Lighting:
     noise: float  # sensor noise sigma (linear, ~ISO)
     flash: bool
     outdoor: bool
+    aim: tuple[float, float] = (0.0, 0.0)  # flash hotspot offset (frame units)
 
 
 def make_lighting(kind: str, outdoor: bool, angled: bool, rng) -> Lighting:
@@ -163,9 +178,10 @@ def make_lighting(kind: str, outdoor: bool, angled: bool, rng) -> Lighting:
     ax, ay = math.cos(az), math.sin(az)
     if kind == "night":
         # On-camera flash: frontal, hard, small shadow just behind the bean.
-        off = (rng.uniform(-0.05, 0.05), -0.4 if angled else 0.16)
-        light = Light((0.0, -0.25, 1.0), off, 0.05, (0.12, 0.11, 0.11), ambient=0.18)
-        return Lighting(kind, light, (1.0, 0.98, 1.02), 1.05, 0.02, True, False)
+        off = (rng.uniform(-0.05, 0.05), -0.25 if angled else 0.16)
+        light = Light((0.0, -0.25, 1.0), off, 0.08, (0.12, 0.11, 0.11), ambient=0.18)
+        aim = (float(rng.uniform(-0.15, 0.15)), float(rng.uniform(-0.12, 0.12)))  # plus the subject
+        return Lighting(kind, light, (1.0, 0.98, 1.02), 0.9, 0.02, True, False, aim)
     if kind == "indoor":
         # Warm tungsten lamp; camera left on daylight white balance.
         light = Light((-ax, -ay, 1.0), (0.55 * ax, 0.55 * ay), 0.3, (0.42, 0.38, 0.34), ambient=0.3)
@@ -177,21 +193,33 @@ def make_lighting(kind: str, outdoor: bool, angled: bool, rng) -> Lighting:
     return Lighting(kind, light, (0.98, 1.0, 1.03), 1.05, 0.008, False, False)
 
 
-def illumination(lt: Lighting, h: int, w: int, zoom: str) -> np.ndarray:
-    """Per-pixel light falloff (H, W, 1): window gradient, lamp pool or flash."""
+def illumination(lt: Lighting, h: int, w: int, zoom: str, cam: Camera, rng) -> np.ndarray:
+    """Per-pixel light falloff (H, W): window gradient, lamp pool or flash,
+    times broad uneven light (bounce, shade of things outside the frame) that
+    also keeps plain-background shots from hashing alike."""
     ys = (np.arange(h, dtype=np.float32)[:, None] - h / 2) / max(h, w)
     xs = (np.arange(w, dtype=np.float32)[None, :] - w / 2) / max(h, w)
     L = lt.light.dir
     if lt.kind == "night":
-        r0 = {"macro": 0.6, "medium": 0.33, "wide": 0.24}[zoom]
-        d2 = (xs ** 2 + (ys + 0.04) ** 2) / r0 ** 2
-        m = 1.0 / (1.0 + d2) ** 1.6 + 0.015
+        # Inverse-square flash: mild on a table seen from above, steep where the
+        # table recedes (angled view); a faint warm room light elsewhere.
+        r0 = {"macro": 0.9, "medium": 0.48, "wide": 0.4}[zoom]
+        d2 = ((xs - lt.aim[0]) ** 2 + (ys - lt.aim[1]) ** 2) / r0 ** 2
+        m = 1.0 / (1.0 + d2) ** 1.6
+        if cam.angled:
+            rows = np.array([cam.scale_squash(float(y))[0] for y in range(h)], np.float32)
+            m = m * (rows ** 3)[:, None]
+        th = rng.uniform(0, 2 * math.pi)  # dim lamp somewhere off-frame
+        room = rng.uniform(0.04, 0.16) * np.clip(1.0 + 2.5 * (xs * math.cos(th) + ys * math.sin(th)), 0.05, 2.5)
+        m = m + room
     elif lt.kind == "indoor":
         d2 = (xs + 0.5 * L[0]) ** 2 + (ys + 0.5 * L[1]) ** 2
         m = 1.0 / (1.0 + d2 / 0.5) * 1.25
     else:
-        m = 1.0 + (0.05 if lt.outdoor else 0.22) * (xs * L[0] + ys * L[1]) * 2
-    return m[..., None].astype(np.float32)
+        m = 1.0 + (0.05 if lt.outdoor else rng.uniform(0.15, 0.35)) * (xs * L[0] + ys * L[1]) * 2
+    uneven = smooth_noise(h, w, h / 1.6, w / 1.6, rng) - 0.5
+    m = m * (1.0 + rng.uniform(0.5, 0.8) * uneven)
+    return m.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------- bowl
@@ -210,7 +238,7 @@ class Bowl:
 
 def draw_bowl(img: np.ndarray, bowl: Bowl, light: Light) -> None:
     """Ceramic bowl: soft cast shadow, outer wall (angled), lit rim, concave inside."""
-    h, w = img.shape[:2]
+    h, w = img.shape[1:]
     R, sq = bowl.r_out, bowl.squash
     drop = R * 0.55 * math.sqrt(max(0.0, 1 - sq * sq))  # visible outer wall height
     L = light.dir
@@ -218,15 +246,15 @@ def draw_bowl(img: np.ndarray, bowl: Bowl, light: Light) -> None:
     y0, y1 = max(int(bowl.y - R * sq * 1.5), 0), min(int(bowl.y + R * sq * 1.5 + drop), h)
     xs = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5 - bowl.x
     ys = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - bowl.y
-    reg = img[y0:y1, x0:x1]
-    col = np.asarray(bowl.colour, np.float32)
+    reg = img[:, y0:y1, x0:x1]
+    col = np.asarray(bowl.colour, np.float32)[:, None, None]
 
     # Cast shadow of the whole bowl on the table.
     ox, oy = light.shadow_offset[0] * R * 0.5, light.shadow_offset[1] * R * 0.5 * sq + drop * 0.6
     rs = np.hypot(xs - ox, (ys - oy) / sq) / (R * 0.98)
     soft = 0.08 + light.shadow_soft * 0.4
-    t = np.clip((1 + soft - rs) / (2 * soft), 0, 1)[..., None]
-    reg *= 1 - t * (1 - np.asarray(light.shadow_colour, np.float32))
+    t = np.clip((1 + soft - rs) / (2 * soft), 0, 1)[None]
+    reg *= 1 - t * (1 - np.asarray(light.shadow_colour, np.float32)[:, None, None])
 
     # Outer wall (only visible in the angled view): a tapering stack of ellipses.
     if drop > 1:
@@ -239,12 +267,12 @@ def draw_bowl(img: np.ndarray, bowl: Bowl, light: Light) -> None:
         nx = np.clip(xs / R, -1, 1)
         shade = 0.25 + 0.75 * np.clip(nx * L[0] + np.sqrt(1 - nx ** 2) * 0.6, 0, 1)
         shade = shade * (1 - 0.3 * np.clip(ys / (drop + R * sq), 0, 1))
-        a = wall[..., None]
-        reg[:] = reg * (1 - a) + (col * shade[..., None]) * a
+        a = wall[None]
+        reg[:] = reg * (1 - a) + (col * shade[None]) * a
 
     r = np.hypot(xs, ys / sq) / R
-    outer = np.clip((1 - r) * R, 0, 1)[..., None]
-    inner = np.clip((bowl.r_in / R - r) * R, 0, 1)[..., None]
+    outer = np.clip((1 - r) * R, 0, 1)[None]
+    inner = np.clip((bowl.r_in / R - r) * R, 0, 1)[None]
     # Rim: torus cross-section normal; inside: concave, so it faces away from centre.
     ri = bowl.r_in / R
     tr = np.clip((r - ri) / (1 - ri), 0, 1)
@@ -260,7 +288,7 @@ def draw_bowl(img: np.ndarray, bowl: Bowl, light: Light) -> None:
         hh = L + np.array([0, 0, 1], np.float32)
         hh /= np.linalg.norm(hh)
         spec = np.clip(n[0] * hh[0] + n[1] * hh[1] + n[2] * hh[2], 0, 1) ** 60 * 0.8
-        return (col * (light.ambient + (1 - light.ambient) * ndl * ao)[..., None] + spec[..., None])
+        return col * (light.ambient + (1 - light.ambient) * ndl * ao)[None] + spec[None]
 
     bottom_ao = 0.75 + 0.25 * np.clip(r / ri, 0, 1) ** 2
     reg[:] = reg * (1 - outer) + shade(rim_n, 1.0) * outer
