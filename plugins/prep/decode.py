@@ -166,7 +166,14 @@ def _sniff(path: Path) -> str:
 def open_photo(path: Path, *, max_pixels: int, need_short_side: int | None) -> Opened:
     """Decode ``path`` upright as RGB. With ``need_short_side`` a JPEG is decoded at the
     smallest DCT scale whose short side is still at least that many pixels."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    try:
+        return _open(path, max_pixels, need_short_side)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous  # in-process runs must not change Pillow for everyone
+
+
+def _open(path: Path, max_pixels: int, need_short_side: int | None) -> Opened:
     try:
         image = Image.open(path)
     except PermissionError:

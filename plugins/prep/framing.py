@@ -1,0 +1,144 @@
+"""Choosing the crop: a square that keeps every candy whole with a margin, sized so the
+subject fills about ``target_fill`` of it; kohya-style aspect buckets; high-quality resampling.
+
+All boxes are [x0, y0, x1, y1] (x1/y1 exclusive) in pixels of the upright original."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from PIL import Image
+
+BUCKET_STEP = 64  # kohya: bucket sides are multiples of 64
+
+
+@dataclass
+class Framing:
+    box: list[int]
+    out_size: tuple[int, int]
+    note: str
+    fill: float | None = None  # subject's longer side / crop side
+    cut: int = 0  # candies (separate subject pieces) the crop cuts through
+    left_out: int = 0  # candies wholly outside the crop
+
+
+def _clamp(start: float, length: int, limit: int) -> int:
+    return int(round(min(max(start, 0.0), limit - length)))
+
+
+def _overlap_stats(lo: int, side: int, pieces: list[tuple[int, int]]) -> tuple[int, int, int]:
+    """(cut, left out, kept length) for a crop [lo, lo+side) along one axis."""
+    cut = out = kept = 0
+    hi = lo + side
+    for a0, a1 in pieces:
+        if a0 >= lo and a1 <= hi:
+            kept += a1 - a0
+        elif a1 <= lo or a0 >= hi:
+            out += 1
+        else:
+            cut += 1
+    return cut, out, kept
+
+
+def _best_position(length: int, side: int, pieces: list[tuple[int, int]], centre: float) -> tuple[int, int, int]:
+    """Slide a crop of ``side`` along an axis of ``length``: fewest candies cut, then the
+    most subject kept, then closest to the subject's centre. Only positions where a crop
+    edge meets a candy's edge can be optimal, so those are the candidates."""
+    limit = length - side
+    starts = {_clamp(centre - side / 2, side, length), 0, limit}
+    for a0, a1 in pieces:
+        for s in (a0, a1, a0 - side, a1 - side):
+            starts.add(_clamp(s, side, length))
+    best = None
+    for s in sorted(starts):
+        cut, out, kept = _overlap_stats(s, side, pieces)
+        key = (cut, -kept, abs(s + side / 2 - centre))
+        if best is None or key < best[0]:
+            best = (key, s, cut, out)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def square_crop(size: tuple[int, int], pieces: list[list[int]], target_fill: float, min_side: int) -> Framing:
+    """The square crop around ``pieces`` (subject boxes, original pixels). ``min_side``: do not
+    crop tighter than this (it would only be upscaled again)."""
+    width, height = size
+    short = min(width, height)
+    if not pieces:
+        side = short
+        return Framing([(width - side) // 2, (height - side) // 2, (width - side) // 2 + side, (height - side) // 2 + side],
+                       (side, side), "centre crop")
+    x0 = min(p[0] for p in pieces)
+    y0 = min(p[1] for p in pieces)
+    x1 = max(p[2] for p in pieces)
+    y1 = max(p[3] for p in pieces)
+    span = max(x1 - x0, y1 - y0)
+    side = int(math.ceil(max(span / target_fill, min(min_side, short), 8)))
+    side = min(side, short)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if x1 - x0 <= side and y1 - y0 <= side:
+        bx, by = _clamp(cx - side / 2, side, width), _clamp(cy - side / 2, side, height)
+        fill = span / side
+        note = f"subject crop, fill {fill:.0%}" + ("" if fill <= target_fill + 0.02 else " (as loose as the photo allows)")
+        return Framing([bx, by, bx + side, by + side], (side, side), note, fill=fill)
+    # The subject is wider (or taller) than the photo's short side: some candy must go.
+    if width >= height:
+        bx, cut, out = _best_position(width, side, [(p[0], p[2]) for p in pieces], cx)
+        box = [bx, 0, bx + side, side]
+    else:
+        by, cut, out = _best_position(height, side, [(p[1], p[3]) for p in pieces], cy)
+        box = [0, by, side, by + side]
+    parts = []
+    if cut:
+        parts.append(f"cuts {cut} candy piece{'s' * (cut > 1)}")
+    if out:
+        parts.append(f"leaves {out} out")
+    note = "subject wider than the square: " + (" and ".join(parts) if parts else "keeps every candy whole")
+    return Framing(box, (side, side), note, fill=1.0, cut=cut, left_out=out)
+
+
+def centre_crop(size: tuple[int, int]) -> Framing:
+    return square_crop(size, [], 1.0, 0)
+
+
+def bucket_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """kohya's no-upscale bucket: area at most resolution², sides multiples of 64, never
+    larger than the photo."""
+    width, height = size
+    area = resolution * resolution
+    scale = min(1.0, math.sqrt(area / (width * height)))
+    bw = max(BUCKET_STEP, int(width * scale) // BUCKET_STEP * BUCKET_STEP)
+    bh = max(BUCKET_STEP, int(height * scale) // BUCKET_STEP * BUCKET_STEP)
+    return bw, bh
+
+
+def bucket_crop(size: tuple[int, int], pieces: list[list[int]], resolution: int) -> Framing:
+    """The largest box of the bucket's aspect, shifted to keep the subject's centre in."""
+    width, height = size
+    bw, bh = bucket_size(size, resolution)
+    aspect = bw / bh
+    cw, ch = (width, round(width / aspect)) if width / height <= aspect else (round(height * aspect), height)
+    cw, ch = min(cw, width), min(ch, height)
+    if pieces:
+        cx = (min(p[0] for p in pieces) + max(p[2] for p in pieces)) / 2
+        cy = (min(p[1] for p in pieces) + max(p[3] for p in pieces)) / 2
+    else:
+        cx, cy = width / 2, height / 2
+    bx, by = _clamp(cx - cw / 2, cw, width), _clamp(cy - ch / 2, ch, height)
+    return Framing([bx, by, bx + cw, by + ch], (bw, bh), f"bucket {bw}x{bh}")
+
+
+def no_crop(size: tuple[int, int], resolution: int) -> Framing:
+    """Whole frame, short side at the resolution (never upscaled beyond it)."""
+    width, height = size
+    scale = resolution / min(width, height)
+    return Framing([0, 0, width, height], (max(1, round(width * scale)), max(1, round(height * scale))), "whole frame")
+
+
+def resample(image: Image.Image, box: list[int], scale: float, out_size: tuple[int, int]) -> Image.Image:
+    """Crop ``box`` (original pixels) out of ``image`` (decoded at ``scale``) and resize it to
+    ``out_size``: integer reduce first, then LANCZOS (Pillow's ``reducing_gap``)."""
+    scaled = tuple(v * scale for v in box)
+    scaled = (max(0.0, scaled[0]), max(0.0, scaled[1]), min(float(image.width), scaled[2]), min(float(image.height), scaled[3]))
+    return image.resize(out_size, Image.Resampling.LANCZOS, box=scaled, reducing_gap=3.0)
