@@ -35,7 +35,9 @@ def loras(ctx: StageContext, checkpoint: str | None = None) -> dict[str, Path]:
     if not outcome_path.is_file():
         raise UserError(f"{ctx.run.root} has no trained LoRA yet: run the train stage first")
     outcome = TrainOutcome.model_validate(fsutil.read_json(outcome_path))
-    found = {Path(c).stem.replace(".safetensors", ""): ctx.run.path(c) for c in outcome.checkpoints}
+    # Checkpoints are saved as .../step-N/lora.safetensors: the folder says which one.
+    found = {(Path(c).parent.name if Path(c).stem == "lora" else Path(c).stem): ctx.run.path(c)
+             for c in outcome.checkpoints}
     found["final"] = ctx.run.path(ctx.run.state.outputs.get("lora") or outcome.lora or "")
     if checkpoint:
         if checkpoint not in found:
