@@ -1,0 +1,80 @@
+"""The Stable Diffusion model families (``sd1``, ``sdxl``): loading a base, training a
+LoRA on it, generating with one. Heavy libraries are imported on first use, so
+registering the families costs nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from clood_candy.errors import UserError
+from clood_candy.records import TrainConfig, TrainOutcome, TrainSet
+from clood_candy.stages import LoadedBase, ModelFamily
+from clood_candy_plugins.sd.loading import detect_family
+
+if TYPE_CHECKING:
+    from clood_candy.context import StageContext
+    from clood_candy_plugins.sd.base import SDBase
+
+
+class SDFamily(ModelFamily):
+    name = ""
+
+    def matches(self, base: str) -> bool:
+        return detect_family(base) == self.name
+
+    def load(self, base: str, ctx: "StageContext") -> "SDBase":
+        import torch
+
+        from clood_candy_plugins.sd.base import DTYPES, SDBase, quiet_libraries
+        from clood_candy_plugins.sd.loading import load_pipeline
+
+        quiet_libraries()
+        options = ctx.options("sd")
+        device = torch.device(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if options.get("dtype", "fp32") not in DTYPES:
+            raise UserError(f"[plugins.sd] dtype must be one of {', '.join(DTYPES)}, not {options['dtype']!r}")
+        dtype = DTYPES[options.get("dtype", "fp32")]
+        loaded = load_pipeline(base, self.name, allow_pickle=ctx.config.allow_pickle, dtype=dtype)
+        threads = options.get("threads")
+        return SDBase(loaded, base, device=device, eval_draws=int(options.get("eval_draws", 4)),
+                      threads=int(threads) if threads else None)
+
+    def train(self, base: LoadedBase, data: TrainSet, config: TrainConfig, out_dir: Path, ctx: "StageContext", *,
+              max_steps: int | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainOutcome:
+        from clood_candy_plugins.sd.train import train_lora
+
+        return train_lora(self._own(base), data, config, Path(out_dir), ctx, max_steps=max_steps, on_step=on_step)
+
+    def generate(self, base: LoadedBase, prompt: str, *, seed: int, lora: Path | None = None, weight: float = 1.0,
+                 negative_prompt: str = "", steps: int | None = None) -> Image.Image:
+        import torch
+
+        sd = self._own(base)
+        with sd.lock:
+            sd.adapters.activate(Path(lora) if lora else None, weight)
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+            result = sd.pipe(prompt=prompt, negative_prompt=negative_prompt or None,
+                             num_inference_steps=steps or (8 if sd.is_toy else 25), guidance_scale=7.0,
+                             height=sd.resolution, width=sd.resolution, generator=generator)
+        return result.images[0]
+
+    def _own(self, base: LoadedBase) -> "SDBase":
+        from clood_candy_plugins.sd.base import SDBase
+
+        if not isinstance(base, SDBase) or base.family != self.name:
+            raise TypeError(f"the {self.name} family was handed a {getattr(base, 'family', '?')} base")
+        return base
+
+
+class SD1Family(SDFamily):
+    name = "sd1"
+
+
+class SDXLFamily(SDFamily):
+    name = "sdxl"
+
+
