@@ -54,6 +54,25 @@ class LoadedBase(ABC):
         """Mean conditional denoising error of each image under its caption at fixed
         noise and timesteps (lower: the caption explains the image better)."""
 
+    # --- for the report: what the model's parts see (families that can, implement these)
+
+    def encode_latents(self, image: Path) -> Any:
+        """The VAE's latent of a prepared image as a float array (channels, h, w)."""
+        raise NotImplementedError
+
+    def decode_latents(self, latents: Any) -> Image.Image:
+        """The VAE's reconstruction of a latent array from :meth:`encode_latents`."""
+        raise NotImplementedError
+
+    def denoise_steps(self, image: Path, caption: str, timesteps: list[int], *, seed: int = 0) -> list[tuple[int, Image.Image, Image.Image]]:
+        """For each timestep: (t, the image's latent noised to t and decoded, the model's
+        one-step guess of the clean image from it, decoded)."""
+        raise NotImplementedError
+
+    def parameter_count(self) -> int:
+        """Parameters of the denoiser (UNet), to compare a LoRA's size against."""
+        raise NotImplementedError
+
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "base": self.base, "resolution": self.resolution, "toy": self.is_toy}
 

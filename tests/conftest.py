@@ -35,3 +35,16 @@ def make_ctx(tmp_path):
         return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One finished ``clood dogfood candy --demo`` run, shared by the tests that read it."""
+    from click.testing import CliRunner
+
+    from clood_candy.cli import cli
+
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(cli, ["dogfood", "candy", "--demo", "--run-dir", str(run_dir), "-q"])
+    assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
+    return run_dir

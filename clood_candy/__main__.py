@@ -1,0 +1,3 @@
+from clood_candy.cli import main
+
+main()

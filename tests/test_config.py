@@ -1,0 +1,42 @@
+"""clood.toml: documented keys validate, mistakes name the key in one line."""
+
+import pytest
+
+from clood_candy.config import load_config
+from clood_candy.errors import UserError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "clood.toml"
+    path.write_text(text)
+    return path
+
+
+def test_values_from_file_and_cli_overrides_win(tmp_path):
+    path = write(tmp_path, 'trigger = "beanz"\n[prep]\nresolution = 768\n[caption]\njudges = {rubric = 2.0}\n')
+    config = load_config(path, {"prep": {"resolution": 512}})
+    assert config.trigger == "beanz"
+    assert config.prep.resolution == 512
+    assert config.caption.judges == {"rubric": 2.0}
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(UserError, match=r"unknown key 'prep.resoluton'"):
+        load_config(write(tmp_path, "[prep]\nresoluton = 512\n"))
+
+
+def test_bad_value_is_named(tmp_path):
+    with pytest.raises(UserError, match=r"'train.defaults.rank'"):
+        load_config(write(tmp_path, '[train.defaults]\nrank = "big"\n'))
+
+
+def test_training_configs_for_the_fight(tmp_path):
+    path = write(tmp_path, '[[train.fight.configs]]\nname = "fast"\nlearning_rate = 1e-3\n'
+                           '[[train.fight.configs]]\nname = "slow"\nlearning_rate = 1e-5\n')
+    config = load_config(path)
+    assert [c.name for c in config.train.fight.configs] == ["fast", "slow"]
+
+
+def test_not_toml_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_config(write(tmp_path, "trigger = \n"))
