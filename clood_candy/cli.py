@@ -48,7 +48,7 @@ def make_context(run: RunStore, config: CloodConfig, quiet: bool) -> StageContex
     registry = build_registry()
     reporter = Reporter(quiet=quiet)
     for problem in registry.problems:
-        reporter.say(f"[yellow]plugin {problem.plugin} failed to load: {problem.error}[/yellow]")
+        reporter.say(f"plugin {problem.plugin} failed to load: {problem.error}", style="yellow")
     return StageContext(run=run, config=config, registry=registry, progress=reporter)
 
 

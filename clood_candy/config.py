@@ -84,7 +84,7 @@ class CloodConfig(Section):
 DEMO_OVERRIDES: dict[str, Any] = {
     "base": "tiny",
     "prep": {"resolution": 64},
-    "train": {"defaults": {"steps": 60, "rank": 4, "alpha": 4.0, "learning_rate": 1e-3, "batch_size": 2,
+    "train": {"defaults": {"steps": 60, "rank": 4, "alpha": 4.0, "learning_rate": 3e-3, "batch_size": 2,
                            "checkpoint_every": 30, "validate_every": 10}},
     "sample": {"steps": 4},
 }

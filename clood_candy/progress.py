@@ -15,9 +15,10 @@ class Reporter:
         self.quiet = quiet
         self.console = console or Console(stderr=True)
 
-    def say(self, message: str) -> None:
+    def say(self, message: str, style: str | None = None) -> None:
+        # markup off: messages hold user text (file names, captions) with brackets in it
         if not self.quiet:
-            self.console.print(message, highlight=False)
+            self.console.print(message, style=style, markup=False, highlight=False)
 
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:

@@ -70,7 +70,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 ok = {i: r for i, r in raw.items() if r.caption or r.facts}
                 result = apply_strategy(ok, photos, strategy, trigger=ctx.config.trigger,
                                         class_word=ctx.config.class_word, lora_type=settings.lora_type,
-                                        style=_style(ctx), count_tokens=count_tokens, token_window=window)
+                                        style=settings.style, count_tokens=count_tokens, token_window=window)
                 finals[fighter] = result.captions
                 strategy_notes[fighter] = result.model_dump(mode="json", exclude={"captions"})
                 fsutil.write_json(out / fighter / "training_captions.json",
@@ -92,10 +92,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     written = _write_dataset(ctx, photos, finals, result)
     return {"winner": result.winner, "clear": result.clear, "fighters": result.fighters,
             "forfeits": result.forfeits, "dataset_images": written}
-
-
-def _style(ctx: StageContext) -> str:
-    return ctx.config.caption.style
 
 
 def _panel(ctx: StageContext) -> Panel:

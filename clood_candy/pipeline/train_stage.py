@@ -37,23 +37,29 @@ def load_trainset(ctx: StageContext) -> TrainSet:
                     resolution=ctx.config.prep.resolution or base.resolution)
 
 
-def fight_configs(ctx: StageContext) -> list[TrainConfig]:
-    settings = ctx.config.train
-    configs = settings.fight.configs or default_grid(settings.defaults)
-    return configs
+def step_counter(advance):
+    """on_step reports absolute steps; a continued run starts past 0, so move the bar by the gap."""
+    last = 0
+
+    def on_step(step: int, loss: float) -> None:
+        nonlocal last
+        advance(step - last, note=f"loss {loss:.4f}")
+        last = step
+
+    return on_step
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     data = load_trainset(ctx)
     family, base = ctx.family(), ctx.base()
     fight_dir = ctx.run.path("train", "fight")
-    configs = fight_configs(ctx)
+    configs = ctx.config.train.fight.configs or default_grid(ctx.config.train.defaults)
     outcomes: dict[str, TrainOutcome] = {}
 
     def train_to(config: TrainConfig, steps: int) -> float:
         with ctx.progress.task(f"Config fight: {config.name} → {steps} steps", total=steps) as advance:
             outcome = family.train(base, data, config, fight_dir / config.name, ctx, max_steps=steps,
-                                   on_step=lambda step, loss: advance(note=f"loss {loss:.4f}"))
+                                   on_step=step_counter(advance))
         outcomes[config.name] = outcome
         if outcome.error:
             raise RuntimeError(outcome.error)
@@ -72,8 +78,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         winner = configs[0]
 
     with ctx.progress.task(f"Training {winner.name}", total=winner.steps) as advance:
-        final = family.train(base, data, winner, fight_dir / winner.name, ctx,
-                             on_step=lambda step, loss: advance(note=f"loss {loss:.4f}"))
+        final = family.train(base, data, winner, fight_dir / winner.name, ctx, on_step=step_counter(advance))
     fsutil.write_json(ctx.run.path("train", "outcome.json"), final)
     if final.error or not final.lora:
         raise RuntimeError(f"training {winner.name} did not produce a verified LoRA: {final.error}")
