@@ -13,22 +13,19 @@ with bf16/fp16 when there is a GPU, else CPU fp32), ``revision``.
 from __future__ import annotations
 
 import functools
-import os
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from clood_candy_plugins.hf_models import availability, pick_device
 from clood_candy.fighters import Captioner
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import CaptionResult, Photo
 
 PLUGIN = "local-vlm"
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TRUE = ("1", "on", "yes", "true")
 
 
 class LocalVlmOptions(BaseModel):
@@ -56,55 +53,6 @@ def load_options(ctx) -> LocalVlmOptions:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ValueError(f"[plugins.{PLUGIN}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-
-
-def offline() -> bool:
-    return any(os.environ.get(name, "").lower() in TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def is_cached(model: str, revision: str | None) -> bool:
-    """Config and weights are in the local Hugging Face cache (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(name: str) -> bool:
-        return isinstance(try_to_load_from_cache(model, name, revision=revision), str)
-
-    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
-
-
-def availability(opts: LocalVlmOptions) -> tuple[str | None, bool]:
-    """(reason it cannot load or None, whether to load from local files only)."""
-    if Path(opts.model).expanduser().is_dir():
-        folder = Path(opts.model).expanduser()
-        if not (folder / "config.json").is_file():
-            return f"model folder {folder} has no config.json", True
-        return None, True
-    if is_cached(opts.model, opts.revision):
-        return None, True
-    if offline():
-        return (f"model {opts.model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set "
-                "(download it once with internet, or name a local folder)"), True
-    from huggingface_hub import HfApi
-
-    try:  # a short probe, so an unreachable hub is reported at once instead of after long retries
-        HfApi().model_info(opts.model, revision=opts.revision, timeout=5)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        return f"model {opts.model} is not cached and the hub cannot provide it ({type(exc).__name__}: {first})", True
-    return None, False
-
-
-def pick_device(opts: LocalVlmOptions) -> tuple[str, Any]:
-    import torch
-
-    device = opts.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if opts.dtype != "auto":
-        return device, getattr(torch, opts.dtype)
-    if device.startswith("cuda"):
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return device, torch.float32
 
 
 @functools.lru_cache(maxsize=1)  # one model in memory; a second fight call reuses it
@@ -135,14 +83,14 @@ class LocalVlmCaptioner(Captioner):
             opts = load_options(ctx)
         except ValueError as exc:
             return str(exc)
-        return availability(opts)[0]
+        return availability(opts.model, opts.revision)[0]
 
     def caption(self, photos: list[Photo], ctx) -> dict[str, CaptionResult]:
         opts = load_options(ctx)
-        reason, local_only = availability(opts)
+        reason, local_only = availability(opts.model, opts.revision)
         if reason:
             return {p.id: CaptionResult(error=reason) for p in photos}
-        device, dtype = pick_device(opts)
+        device, dtype = pick_device(opts.device, opts.dtype)
         ctx.progress.say(f"Loading {opts.model} on {device} ({str(dtype).removeprefix('torch.')}) …")
         try:
             processor, model = load_model(opts.model, opts.revision, opts.florence, device, dtype, local_only)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image, ImageOps
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from clood_candy.fighters import Judge
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import FightItem, Score
-from clood_candy_plugins.captioners.local_vlm import is_cached, offline
+from clood_candy_plugins.hf_models import availability, pick_device
 
 PLUGIN = "clip"
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -55,28 +54,6 @@ def load_options(ctx) -> ClipOptions:
         raise ValueError(f"[plugins.{PLUGIN}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-def availability(model: str, revision: str | None) -> tuple[str | None, bool]:
-    """(reason it cannot load or None, whether to load from local files only); never waits long."""
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            return f"model folder {folder} has no config.json", True
-        return None, True
-    if is_cached(model, revision):
-        return None, True
-    if offline():
-        return (f"model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set "
-                "(download it once with internet, or name a local folder)"), True
-    from huggingface_hub import HfApi
-
-    try:  # a short probe, so an unreachable hub is reported at once instead of after long retries
-        HfApi().model_info(model, revision=revision, timeout=5)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        return f"model {model} is not cached and the hub cannot provide it ({type(exc).__name__}: {first})", True
-    return None, False
-
-
 def strip_trigger(text: str, trigger: str) -> str:
     """The caption without the trigger word (a whole word, any case) and the comma after it."""
     if not trigger.strip():
@@ -84,19 +61,6 @@ def strip_trigger(text: str, trigger: str) -> str:
     cut = re.sub(rf"(?<!\w){re.escape(trigger.strip())}(?!\w)\s*[,;:]?", " ", text, flags=re.IGNORECASE)
     cut = re.sub(r"\s+([,;:.])", r"\1", " ".join(cut.split()))  # no space left before punctuation
     return cut.lstrip(",;: ").strip()
-
-
-def pick_device(opts: ClipOptions) -> tuple[str, Any]:
-    import torch
-
-    device = opts.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if opts.dtype != "auto":
-        return device, getattr(torch, opts.dtype)
-    if device.startswith("cuda"):
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return device, torch.float32
 
 
 @functools.lru_cache(maxsize=1)  # one model in memory; later fights reuse it
@@ -130,7 +94,7 @@ class ClipJudge(Judge):
         reason, local_only = availability(opts.model, opts.revision)
         if reason:
             raise RuntimeError(reason)  # the engine seats the panel without this judge
-        device, dtype = pick_device(opts)
+        device, dtype = pick_device(opts.device, opts.dtype)
         ctx.progress.say(f"Loading {opts.model} on {device} ({str(dtype).removeprefix('torch.')}) …")
         try:
             processor, model = load_model(opts.model, opts.revision, device, dtype, local_only)

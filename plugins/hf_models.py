@@ -1,0 +1,60 @@
+"""Shared by the plugins that run a Hugging Face model locally (local-vlm, clip): is the
+model at hand, and on which device and dtype to run it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TRUE = ("1", "on", "yes", "true")
+
+
+def offline() -> bool:
+    return any(os.environ.get(name, "").lower() in TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def is_cached(model: str, revision: str | None) -> bool:
+    """Config and weights are in the local Hugging Face cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(model, name, revision=revision), str)
+
+    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
+
+
+def availability(model: str, revision: str | None) -> tuple[str | None, bool]:
+    """(reason it cannot load or None, whether to load from local files only)."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            return f"model folder {folder} has no config.json", True
+        return None, True
+    if is_cached(model, revision):
+        return None, True
+    if offline():
+        return (f"model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set "
+                "(download it once with internet, or name a local folder)"), True
+    from huggingface_hub import HfApi
+
+    try:  # a short probe, so an unreachable hub is reported at once instead of after long retries
+        HfApi().model_info(model, revision=revision, timeout=5)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return f"model {model} is not cached and the hub cannot provide it ({type(exc).__name__}: {first})", True
+    return None, False
+
+
+def pick_device(device: str, dtype: str) -> tuple[str, Any]:
+    """'auto': CUDA with bf16 (fp16 where bf16 is missing) when there is a GPU, else CPU fp32."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype != "auto":
+        return device, getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, torch.float32
