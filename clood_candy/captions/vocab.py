@@ -42,6 +42,7 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "white": ("white", "cream", "off white", "ivory", "cream coloured", "cream colored"),
         "black": ("black", "jet black"),
         "brown": ("brown", "chocolate brown", "tan", "caramel"),
+        "grey": ("grey", "gray", "silver"),
     },
     "speckled": {
         "speckled": ("speckled", "spotted", "speckles", "dotted", "flecked", "specks", "freckled"),
@@ -55,7 +56,7 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
         "bowl": ("bowl", "in a bowl", "dish", "in a dish", "cup", "jar", "in a jar"),
     },
     "background": {
-        "white": ("white background", "white table", "white surface", "white paper", "on white",
+        "white": ("white background", "white table", "white surface", "white paper",
                   "plain white background", "white backdrop", "white pad"),
         "grey": ("grey background", "gray background", "grey table", "gray table", "grey surface",
                  "gray surface", "concrete", "grey backdrop", "gray backdrop"),
@@ -70,9 +71,11 @@ SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
     "lighting": {
         "daylight": ("daylight", "natural light", "sunlight", "sunny", "bright daylight", "window light",
                      "daylight lighting", "natural lighting", "sunlit", "bright light"),
-        "warm indoor light": ("warm indoor light", "indoor lighting", "indoor light", "tungsten",
-                              "tungsten light", "lamp light", "lamplight", "warm light", "warm lighting",
-                              "incandescent", "artificial light", "warm indoor lighting"),
+        "warm indoor light": ("warm indoor light", "tungsten", "tungsten light", "lamp light", "lamplight",
+                              "warm light", "warm lighting", "incandescent", "warm indoor lighting",
+                              "candlelight"),
+        "indoor light": ("indoor light", "indoor lighting", "room light", "artificial light", "fluorescent",
+                         "fluorescent light", "office light", "ceiling light"),
         "dim light": ("dim light", "low light", "dim", "dim lighting", "low lighting", "dark lighting",
                       "dimly lit", "night lighting", "moody light"),
         "flash": ("flash", "flash photo", "flash photography", "on camera flash", "with flash", "flash lit",
@@ -112,8 +115,8 @@ TAGS: dict[str, dict[str, str]] = {
                     "bowl": "in a bowl"},
     "background": {"white": "white background", "grey": "grey background", "wood": "wooden surface",
                    "dark": "dark background", "textured": "textured background", "cloth": "cloth background"},
-    "lighting": {"daylight": "daylight", "warm indoor light": "warm indoor light", "dim light": "dim light",
-                 "flash": "flash photo"},
+    "lighting": {"daylight": "daylight", "warm indoor light": "warm indoor light", "indoor light": "indoor light",
+                 "dim light": "dim light", "flash": "flash photo"},
     "time_of_day": {"day": "daytime", "night": "night"},
 }
 PHRASES: dict[str, dict[str, str]] = {
@@ -121,6 +124,7 @@ PHRASES: dict[str, dict[str, str]] = {
                    "wood": "on a wooden surface", "dark": "on a dark background",
                    "textured": "on a textured background", "cloth": "on cloth"},
     "lighting": {"daylight": "in daylight", "warm indoor light": "in warm indoor light",
+                 "indoor light": "under indoor light",
                  "dim light": "in dim light", "flash": "lit by a camera flash"},
     "time_of_day": {"day": "during the day", "night": "at night"},
     "setting": {"indoors": "indoors", "outdoors": "outdoors"},
@@ -131,7 +135,7 @@ PHRASES: dict[str, dict[str, str]] = {
 SUBJECT_FEATURES = frozenset({
     "glossy", "gloss", "shiny", "shine", "bean-shaped", "bean shaped", "kidney-shaped", "kidney shaped",
     "kidney bean shape", "oval", "oval-shaped", "oval shaped", "oblong", "rounded", "smooth", "sugar-coated",
-    "sugar coated", "candy-coated", "candy coated", "candy coating", "hard shell", "chewy", "sweet", "sugary",
+    "sugar coated", "candy-coated", "candy coated", "candy coating", "hard shell", "chewy", "sugary",
     "translucent", "reflective", "specular highlight", "highlights", "shiny surface", "glossy surface",
     "glossy finish", "shiny finish", "gummy", "legume shaped", "capsule shaped", "pill shaped",
 })
@@ -152,6 +156,7 @@ _CONFLICTS = {
     frozenset({("lighting", "daylight"), ("time_of_day", "night")}),
     frozenset({("lighting", "daylight"), ("lighting", "dim light")}),
     frozenset({("lighting", "warm indoor light"), ("setting", "outdoors")}),
+    frozenset({("lighting", "indoor light"), ("setting", "outdoors")}),
     frozenset({("lighting", "daylight"), ("lighting", "warm indoor light")}),
 }
 SINGLE_VALUED = ("speckled", "arrangement", "background", "lighting", "framing", "view", "time_of_day",
