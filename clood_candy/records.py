@@ -64,8 +64,8 @@ class PhotoFacts(Record):
     speckled: bool | None = None
     count: int | None = None
     arrangement: str | None = None  # single, few, pile, scattered, bowl
-    background: str | None = None  # white, grey, wood, <colour> cloth, textured, dark
-    lighting: str | None = None  # daylight, warm indoor light, dim light, flash
+    background: str | None = None  # white, grey, wood, <colour> cloth (grey cloth too), textured, dark
+    lighting: str | None = None  # daylight, warm indoor light, indoor light, dim light, flash
     framing: str | None = None  # macro close-up, medium shot, wide shot
     view: str | None = None  # top-down, angled, side
     brand: str | None = None

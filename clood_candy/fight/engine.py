@@ -40,16 +40,12 @@ def _key(*parts: str) -> str:
 
 
 def _pointwise(judge: Judge, items: list[FightItem], ctx: "StageContext", cache: MutableMapping) -> dict[str, dict[str, Score]]:
-    """Scores for every candidate, asking the judge only about ones not seen before."""
-    todo: list[FightItem] = []
+    """Scores for every candidate; the judge is asked only when something is new, and then
+    about the whole set (a judge may weigh a caption against the rest of the set)."""
     result: dict[str, dict[str, Score]] = {}
-    for item in items:
-        missing = [c for c in item.candidates if _key("score", judge.name, item.id, c.text) not in cache]
-        if missing:
-            todo.append(item.model_copy(update={"candidates": missing}))
-    if todo:
-        fresh = judge.score(todo, ctx)
-        for item in todo:
+    if any(_key("score", judge.name, i.id, c.text) not in cache for i in items for c in i.candidates):
+        fresh = judge.score(items, ctx)
+        for item in items:
             for cand in item.candidates:
                 got = fresh.get(item.id, {}).get(cand.fighter)
                 if got is not None:

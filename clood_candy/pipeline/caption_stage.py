@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clood_candy import fsutil
-from clood_candy.captions.strategy import apply_strategy
+from clood_candy.captions.strategy import apply_for_run
 from clood_candy.context import StageContext
 from clood_candy.fight.engine import Panel, run_fight
 from clood_candy.pipeline import prep_stage
@@ -35,20 +35,10 @@ def _run_captioner(ctx: StageContext, name: str, photos: list[Photo]) -> tuple[d
             for p in photos}, None
 
 
-def _count_tokens(ctx: StageContext):
-    try:
-        base = ctx.base()
-    except Exception as exc:
-        ctx.log.warning("token counts approximate: base model not loadable (%s)", exc)
-        return None, 75
-    return base.count_tokens, base.token_window
-
-
 def run(ctx: StageContext) -> dict[str, Any]:
     settings = ctx.config.caption
     photos = prep_stage.load(ctx).photos
     out = ctx.run.path("caption")
-    count_tokens, window = _count_tokens(ctx)
     by_file = {p.id: Path(p.image).name for p in photos}
 
     forfeits: dict[str, str] = {}
@@ -68,9 +58,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             fsutil.write_json(out / name / "results.json", {by_file[i]: r.model_dump(mode="json") for i, r in raw.items()})
             for strategy, fighter in zip(settings.strategies, fighters):
                 ok = {i: r for i, r in raw.items() if r.caption or r.facts}
-                result = apply_strategy(ok, photos, strategy, trigger=ctx.config.trigger,
-                                        class_word=ctx.config.class_word, lora_type=settings.lora_type,
-                                        style=settings.style, count_tokens=count_tokens, token_window=window)
+                result = apply_for_run(ok, photos, strategy, ctx)
                 finals[fighter] = result.captions
                 strategy_notes[fighter] = result.model_dump(mode="json", exclude={"captions"})
                 fsutil.write_json(out / fighter / "training_captions.json",

@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from clood_candy.captions.strategy import STRATEGIES
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.pipeline import caption_stage, prep_stage, report_stage, sample_stage, train_stage
@@ -57,6 +58,9 @@ def check_plugins(ctx: StageContext, stages: list[str]) -> None:
         wanted.append(("reporter", cfg.reporter))
     for kind, name in wanted:
         reg.get(kind, name)
+    unknown = [s for s in cfg.caption.strategies if s not in STRATEGIES] if "caption" in stages else []
+    if unknown:
+        raise UserError(f"unknown caption strategy '{unknown[0]}' (known: {', '.join(STRATEGIES)})")
     if {"train", "sample"} & set(stages):
         ctx.family()
 

@@ -28,7 +28,7 @@ HEIF_SUFFIXES = {".heic", ".heif", ".hif"}
 _IFD0_TAGS = {271: "Make", 272: "Model"}
 _EXIF_TAGS = {
     36867: "DateTimeOriginal", 37382: "SubjectDistance", 37386: "FocalLength", 37385: "Flash",
-    33434: "ExposureTime", 34855: "ISOSpeedRatings", 37379: "BrightnessValue",
+    33434: "ExposureTime", 33437: "FNumber", 34855: "ISOSpeedRatings", 37379: "BrightnessValue",
 }
 _TRANSPOSE = {
     2: [Image.Transpose.FLIP_LEFT_RIGHT],
