@@ -1,0 +1,34 @@
+"""The training-config fight on the tiny base, with real training: an absurd learning rate
+and a zero-step config lose, and successive halving picks the config that is best when
+every config is trained to the end."""
+
+import math
+
+import pytest
+
+from clood_candy.fight.halving import successive_halving
+from test_sd_train import module_ctx, recipe, train_set
+
+
+@pytest.mark.slow
+def test_halving_on_real_training_matches_training_everything_to_the_end(tmp_path):
+    ctx = module_ctx(tmp_path, base="tiny")
+    family, base, data = ctx.family(), ctx.base(), train_set(tmp_path / "photos")
+    grid = [recipe(name="absurd-lr", learning_rate=50.0), recipe(name="zero-steps", steps=0),
+            recipe(name="lr-1e-2"), recipe(name="lr-3e-3", learning_rate=3e-3)]
+
+    def train_to(root):
+        def run(config, steps):
+            outcome = family.train(base, data, config, root / config.name, ctx, max_steps=steps)
+            if outcome.error:
+                raise RuntimeError(outcome.error)
+            return outcome.final_val_loss if outcome.final_val_loss is not None else math.inf
+        return run
+
+    fight = successive_halving(grid, [10, 20], 2, train_to(tmp_path / "fight"))
+    assert fight.winner not in ("absurd-lr", "zero-steps")
+    assert set(fight.rounds[0].survivors).isdisjoint({"absurd-lr", "zero-steps"})
+
+    full = {c.name: (train_to(tmp_path / "full")(c, c.steps) if c.name not in fight.failures else math.inf)
+            for c in grid if c.name != "absurd-lr"}
+    assert fight.winner == min(full, key=full.get), (fight.rounds, full)

@@ -1,0 +1,47 @@
+"""`clood export` writes the captioned dataset as kohya, ai-toolkit and imagefolder read it."""
+
+import json
+
+from click.testing import CliRunner
+
+from clood_candy.cli import cli
+
+
+def export(run, fmt, dest, *extra):
+    result = CliRunner().invoke(cli, ["export", str(run), "--format", fmt, str(dest), *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def dataset_rows(run):
+    return [json.loads(line) for line in (run / "dataset" / "metadata.jsonl").read_text().splitlines() if line]
+
+
+def test_kohya_folder_is_repeats_trigger_class(demo_run, tmp_path):
+    export(demo_run, "kohya", tmp_path / "kohya", "--repeats", "5")
+    folder = tmp_path / "kohya" / "5_jlybn jellybean"
+    rows = dataset_rows(demo_run)
+    assert sorted(p.name for p in folder.glob("*.png")) == sorted(r["file_name"] for r in rows)
+    first = rows[0]
+    assert (folder / first["file_name"]).with_suffix(".txt").read_text().strip() == first["text"]
+
+
+def test_ai_toolkit_is_one_folder_of_image_and_txt(demo_run, tmp_path):
+    export(demo_run, "ai-toolkit", tmp_path / "ait")
+    rows = dataset_rows(demo_run)
+    assert len(list((tmp_path / "ait").glob("*.txt"))) == len(rows)
+
+
+def test_imagefolder_has_metadata_jsonl(demo_run, tmp_path):
+    export(demo_run, "imagefolder", tmp_path / "hf")
+    lines = [json.loads(line) for line in (tmp_path / "hf" / "metadata.jsonl").read_text().splitlines()]
+    assert {"file_name", "text"} == set(lines[0])
+    assert all((tmp_path / "hf" / row["file_name"]).is_file() for row in lines)
+
+
+def test_export_before_captioning_is_a_one_line_error(tmp_path):
+    from clood_candy.runstore import RunStore
+
+    RunStore.create(tmp_path / "run", "candy", {}, None, demo=False)
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "run"), "--format", "kohya", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "run the caption stage first" in result.stderr
