@@ -84,3 +84,23 @@ def test_missing_plugins_dir_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(cli, ["--plugins-dir", str(tmp_path / "nope"), "plugins"])
     assert result.exit_code == 2
     assert "plugins dir not found" in result.output
+
+
+def test_a_plugin_adds_a_command():
+    import click
+
+    class Greeter:
+        @hookimpl
+        def register_commands(self, cli):
+            @cli.command(name="hello-candy")
+            def hello():
+                click.echo("hello from a plugin")
+
+    plugin_mod.pm.register(Greeter(), name="greeter")
+    try:
+        plugin_mod.pm.hook.register_commands(cli=cli)
+        result = CliRunner().invoke(cli, ["hello-candy"])
+        assert result.exit_code == 0 and "hello from a plugin" in result.output
+    finally:
+        plugin_mod.pm.unregister(name="greeter")
+        cli.commands.pop("hello-candy", None)
