@@ -193,7 +193,7 @@ def test_nan_loss_stops_cleanly(trained, tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"optimizer": "prodigy"}, "prodigyopt"),
-    ({"prior_preservation": True}, "prior preservation"),
+    ({"prior_preservation": True, "prior_loss_weight": -1.0}, "prior_loss_weight"),
     ({"timestep_min": 900, "timestep_max": 100}, "timestep_min"),
 ])
 def test_recipes_the_trainer_cannot_run_fail_with_a_reason(trained, tmp_path, changes, message):

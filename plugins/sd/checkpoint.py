@@ -6,7 +6,6 @@ Written into a temporary folder and renamed, so a crash never leaves half a chec
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -20,7 +19,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from clood_candy import fsutil
 
 FOLDER = "checkpoints"
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -94,27 +92,3 @@ def load(checkpoint: Checkpoint) -> tuple[dict[str, dict[str, torch.Tensor]], di
     # weights_only: a checkpoint folder is data, never code.
     state = torch.load(checkpoint.folder / "state.pt", map_location="cpu", weights_only=True)
     return adapter, state
-
-
-class TrainLog:
-    """``log.jsonl``: one JSON line per step ({step, loss, val_loss, lr, seconds}); lines
-    past a resumed step are dropped."""
-
-    def __init__(self, path: Path, keep_through: int | None):
-        self.path = path
-        if keep_through is None:  # nothing will be trained: leave the record alone
-            return
-        kept = []
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line)["step"] <= keep_through:
-                        kept.append(line)
-                except (ValueError, KeyError):
-                    continue  # a torn last line from a killed run
-        fsutil.write_text(path, "".join(line + "\n" for line in kept))
-
-    def write(self, **entry: Any) -> None:
-        entry = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in entry.items()}
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")

@@ -27,18 +27,23 @@ def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
 
 
 @lru_cache(maxsize=8)
-def _epoch_order(seed: int, epoch: int, size: int) -> tuple[int, ...]:
-    return tuple(torch.randperm(size, generator=torch.Generator().manual_seed(step_seed(seed, -1, epoch))).tolist())
+def _epoch_order(seed: int, epoch: int, size: int, stream: int = 0) -> tuple[int, ...]:
+    gen = torch.Generator().manual_seed(step_seed(seed, -1 - stream, epoch))
+    return tuple(torch.randperm(size, generator=gen).tolist())
 
 
-def batch_indices(count: int, config: TrainConfig, step: int, micro: int) -> list[int]:
-    """Items for one micro-batch: epochs of the data (× repeats), each in a fresh order."""
-    per_epoch = count * max(1, config.repeats)
-    first = ((step - 1) * config.gradient_accumulation + micro) * config.batch_size
+def batch_indices(count: int, config: TrainConfig, step: int, micro: int, processes: int = 1, *,
+                  stream: int = 0, repeats: int | None = None) -> list[int]:
+    """Items for one micro-batch of ALL processes together (``batch_size`` each; process k
+    takes the k-th slice): epochs of the data (× repeats), each in a fresh order.
+    ``stream`` 1 orders a second collection (class images) independently."""
+    per_epoch = count * max(1, config.repeats if repeats is None else repeats)
+    size = config.batch_size * processes
+    first = ((step - 1) * config.gradient_accumulation + micro) * size
     picked = []
-    for position in range(first, first + config.batch_size):
+    for position in range(first, first + size):
         epoch, offset = divmod(position, per_epoch)
-        picked.append(_epoch_order(config.seed, epoch, per_epoch)[offset] % count)
+        picked.append(_epoch_order(config.seed, epoch, per_epoch, stream)[offset] % count)
     return picked
 
 

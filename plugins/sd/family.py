@@ -1,6 +1,15 @@
 """The Stable Diffusion model families (``sd1``, ``sdxl``): loading a base, training a
 LoRA on it, generating with one. Heavy libraries are imported on first use, so
-registering the families costs nothing."""
+registering the families costs nothing.
+
+Options (``[plugins.sd]`` in clood.toml): ``device`` (default: this process's GPU, else
+the CPU), ``dtype`` (fp32 / fp16 / bf16 weights), ``threads`` (torch threads while the
+model is in use; 1 for the tiny bases), ``eval_draws`` (noise draws per image for the
+denoising-error judge), ``single_file_config`` (a configs-only diffusers folder for a
+single-file checkpoint of another architecture than SD1.5/SDXL), ``tensorboard``
+(false: no TensorBoard events next to log.jsonl).
+
+Several processes: ``accelerate launch … -m clood_candy_plugins.sd.launch`` (launch.py)."""
 
 from __future__ import annotations
 
@@ -30,15 +39,18 @@ class SDFamily(ModelFamily):
         import torch
 
         from clood_candy_plugins.sd.base import DTYPES, SDBase, quiet_libraries
+        from clood_candy_plugins.sd.distributed import launched_device
         from clood_candy_plugins.sd.loading import load_pipeline
 
         quiet_libraries()
         options = ctx.options("sd")
-        device = torch.device(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # Under accelerate launch each process takes its own GPU (or the CPU).
+        device = torch.device(options.get("device") or launched_device() or ("cuda" if torch.cuda.is_available() else "cpu"))
         if options.get("dtype", "fp32") not in DTYPES:
             raise UserError(f"[plugins.sd] dtype must be one of {', '.join(DTYPES)}, not {options['dtype']!r}")
         dtype = DTYPES[options.get("dtype", "fp32")]
-        loaded = load_pipeline(base, self.name, allow_pickle=ctx.config.allow_pickle, dtype=dtype)
+        loaded = load_pipeline(base, self.name, allow_pickle=ctx.config.allow_pickle, dtype=dtype,
+                               single_file_config=options.get("single_file_config"))
         threads = options.get("threads")
         return SDBase(loaded, base, device=device, eval_draws=int(options.get("eval_draws", 4)),
                       threads=int(threads) if threads else None)

@@ -129,9 +129,28 @@ def _first_line(exc: BaseException) -> str:
     return line if len(line) <= 200 else line[:197] + "…"
 
 
-def load_pipeline(base: str, family: str, *, allow_pickle: bool = False,
-                  dtype: "torch.dtype | None" = None) -> LoadedPipeline:
-    """Load ``base`` as a pipeline of ``family``; every failure is a one-line UserError."""
+def single_file_configs(folder: str | Path, family: str) -> Path:
+    """A user's configs-only folder for single-file checkpoints of another architecture
+    (``[plugins.sd] single_file_config``), checked before diffusers reads it."""
+    path = Path(folder).expanduser()
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise UserError(f"[plugins.sd] single_file_config {path} has no model_index.json (a diffusers folder "
+                        "without weights is enough)")
+    try:
+        found = PIPELINE_FAMILY.get(json.loads(index.read_text(encoding="utf-8")).get("_class_name", ""))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"[plugins.sd] single_file_config {path}: unreadable model_index.json ({exc})") from None
+    if found != family:
+        raise UserError(f"[plugins.sd] single_file_config {path} describes an {found or 'unknown'} model, not {family}")
+    return path
+
+
+def load_pipeline(base: str, family: str, *, allow_pickle: bool = False, dtype: "torch.dtype | None" = None,
+                  single_file_config: str | Path | None = None) -> LoadedPipeline:
+    """Load ``base`` as a pipeline of ``family``; every failure is a one-line UserError.
+    ``single_file_config``: the configs folder for a single-file checkpoint whose
+    architecture is not the family's standard one (default: the shipped SD1.5/SDXL one)."""
     import torch
 
     from clood_candy_plugins.sd.tiny import tiny_folder
@@ -174,7 +193,8 @@ def load_pipeline(base: str, family: str, *, allow_pickle: bool = False,
                 with safe_open(str(path), framework="pt") as handle:
                     if any(k.startswith("cond_stage_model.model.") for k in handle.keys()):
                         raise UserError(f"{path.name} is an SD2 checkpoint: use its diffusers folder or Hugging Face id")
-            pipe = cls.from_single_file(str(path), config=str(configs_folder(family)), local_files_only=True, **common)
+            configs = single_file_configs(single_file_config, family) if single_file_config else configs_folder(family)
+            pipe = cls.from_single_file(str(path), config=str(configs), local_files_only=True, **common)
         except UserError:
             raise
         except Exception as exc:

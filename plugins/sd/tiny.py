@@ -19,7 +19,7 @@ from clood_candy_plugins.sd.cache import build_once, cache_dir
 from clood_candy_plugins.sd.loading import TINY_NAMES, TINY_RESOLUTION
 from clood_candy_plugins.sd.tokenizer import is_real_clip, tokenizer_folder
 
-LAYOUT_VERSION = 1  # bump when a config below changes, so stale caches are rebuilt
+LAYOUT_VERSION = 2  # bump when a config below changes, so stale caches are rebuilt
 
 # SD1.5's noise schedule (the tiny models share it so the schedule lesson is the real one).
 SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
@@ -27,10 +27,10 @@ SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0
                "steps_offset": 1, "prediction_type": "epsilon"}
 
 
-def _text_config(projection: bool = False) -> CLIPTextConfig:
+def _text_config(hidden: int = 32) -> CLIPTextConfig:
     # bos/eos/pad ids 0/2/1 as in SD1.5's config: eos_token_id 2 makes transformers find
     # the pooled token by argmax of the ids, which is right for both real and byte vocabularies.
-    return CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
                           num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
                           bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_act="quick_gelu")
 
@@ -59,7 +59,7 @@ def _sdxl_unet() -> UNet2DConditionModel:
         sample_size=TINY_RESOLUTION // 8, in_channels=4, out_channels=4, layers_per_block=2,
         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2),
-        attention_head_dim=(2, 4), use_linear_projection=True, cross_attention_dim=64,
+        attention_head_dim=(2, 4), use_linear_projection=True, cross_attention_dim=32 + 48,
         addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32, norm_num_groups=32)
 
@@ -79,7 +79,9 @@ def _build(name: str, seed: int, folder: Path) -> None:
     else:
         unet, vae = _sdxl_unet(), _vae()
         text_encoder = CLIPTextModel(_text_config())
-        text_encoder_2 = CLIPTextModelWithProjection(_text_config(projection=True))
+        # Wider than the first encoder, as in SDXL (768 vs 1280): single-file loading tells
+        # the two apart by width, so equal widths would load encoder 1's weights twice.
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(hidden=48))
         tokenizer_2 = CLIPTokenizer.from_pretrained(tokenizer_folder(pad_token="!"))
         pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
                                          tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet,

@@ -1,0 +1,120 @@
+"""One optimizer step: which photos, noise and timesteps, the UNet's guess, the loss, and
+the gradients averaged over processes.
+
+Every random draw comes from (seed, step, micro-batch) and is made for the batch of ALL
+processes at once, each process keeping its slice. So a continued run replays exactly
+what an uninterrupted one did, and two processes with batch 1 see what one process with
+batch 2 sees.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from clood_candy.records import TrainConfig, TrainSet
+from clood_candy_plugins.sd import recipe
+from clood_candy_plugins.sd.data import batch_indices, step_generator, step_seed, vary_caption
+from clood_candy_plugins.sd.denoise import encode_text, predict
+from clood_candy_plugins.sd.failures import free_memory, is_out_of_memory, out_of_memory_message
+
+if TYPE_CHECKING:
+    from clood_candy_plugins.sd.base import SDBase
+    from clood_candy_plugins.sd.distributed import Processes
+    from clood_candy_plugins.sd.prior import PriorSet
+
+
+class TrainingStopped(Exception):
+    """The loss went NaN/inf, or memory ran out: stop, keep the last good checkpoint, report."""
+
+
+@dataclass
+class Stepper:
+    base: "SDBase"
+    data: TrainSet
+    config: TrainConfig
+    latents: torch.Tensor  # the training photos' latents, on CPU
+    scheduler: Any
+    unet: Any  # pipe.unet, or its torch.compile'd form
+    params: list[torch.nn.Parameter]
+    prediction_type: str
+    resolution: int
+    autocast: Any
+    scaler: Any
+    processes: "Processes"
+    prior: "PriorSet | None" = None
+
+    def __post_init__(self) -> None:
+        # A diffusers model's .dtype walks every module: 6 ms a call on the tiny UNet, once.
+        self.dtype = self.base.pipe.unet.dtype
+
+    def step(self, step: int) -> float:
+        """Gradients for one optimizer step (over gradient_accumulation micro-batches),
+        averaged over processes; returns the step's loss. Raises TrainingStopped."""
+        total, failed = 0.0, False
+        try:
+            for micro in range(self.config.gradient_accumulation):
+                total += self._micro(step, micro)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            failed = True  # the others must hear of it before they wait on our gradients
+            for p in self.params:
+                p.grad = None
+            free_memory()
+        loss, failed = self.processes.average_gradients(self.params, total, failed)
+        if failed:
+            raise TrainingStopped(out_of_memory_message(self.config, self.resolution, self.base.device, step))
+        if not math.isfinite(loss):
+            raise TrainingStopped(f"loss became {loss} at step {step} (learning rate {self.config.learning_rate} "
+                                  "too high?)")
+        return loss
+
+    def _draws(self, step: int, micro: int, count: int, gen: torch.Generator, *, stream: int):
+        """Item indices, noise and timesteps for every process's share; returns this one's."""
+        config, n = self.config, self.processes.count
+        index = batch_indices(count, config, step, micro, n, stream=stream, repeats=None if stream == 0 else 1)
+        shape = (len(index), *self.latents.shape[1:])
+        noise = torch.randn(shape, generator=gen)
+        if config.noise_offset:  # lets the model learn overall brightness shifts
+            noise = noise + config.noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=gen)
+        t_high = min(config.timestep_max, self.scheduler.config.num_train_timesteps)
+        timesteps = torch.randint(config.timestep_min, t_high, (shape[0],), generator=gen)
+        mine = slice(self.processes.index * config.batch_size, (self.processes.index + 1) * config.batch_size)
+        return index, index[mine], noise[mine], timesteps[mine], mine
+
+    def _micro(self, step: int, micro: int) -> float:
+        config, base, device = self.config, self.base, self.base.device
+        gen = step_generator(config.seed, step, micro)
+        rng = random.Random(step_seed(config.seed, step, micro))
+        everyone, index, noise, timesteps, mine = self._draws(step, micro, len(self.data.train), gen, stream=0)
+        captions = [vary_caption(self.data.train[i].caption, config, rng) for i in everyone][mine]
+        x0 = self.latents[index]
+        if self.prior is not None:  # the class images' half of the batch, drawn after the photos'
+            _, c_index, c_noise, c_timesteps, _ = self._draws(step, micro, len(self.prior.latents), gen, stream=1)
+            x0 = torch.cat([x0, self.prior.latents[c_index]])
+            noise, timesteps = torch.cat([noise, c_noise]), torch.cat([timesteps, c_timesteps])
+            captions = captions + [self.prior.prompt] * len(c_index)
+        x0, noise, timesteps = x0.to(device), noise.to(device), timesteps.to(device)
+        noisy = self.scheduler.add_noise(x0, noise, timesteps)
+        target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, timesteps)
+        # Frozen encoder: cached conditioning (computed outside autocast, so the cache stays fp32).
+        cond = None if config.train_text_encoder else base.cond(captions, self.resolution)
+        dtype = self.dtype
+        with self.autocast:
+            if cond is None:
+                cond = encode_text(base.pipe, captions, self.resolution)
+            pred = predict(self.unet, noisy.to(dtype), timesteps, cond.to(device, dtype))
+        per = recipe.loss_items(pred.float(), target.float(), timesteps, self.scheduler, config, self.prediction_type)
+        if self.prior is None:
+            loss = per.mean()
+        else:
+            own = len(index)
+            loss = per[:own].mean() + self.prior.weight * per[own:].mean()
+        loss = loss / config.gradient_accumulation
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return float(loss.detach())
