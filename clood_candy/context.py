@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from clood_candy.config import CloodConfig
 from clood_candy.errors import UserError
@@ -13,6 +15,8 @@ from clood_candy.plugins import Registry
 from clood_candy.progress import Reporter
 from clood_candy.runstore import RunStore
 from clood_candy.stages import LoadedBase, ModelFamily
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
@@ -27,6 +31,15 @@ class StageContext:
     def options(self, plugin_name: str) -> dict[str, Any]:
         """The ``[plugins.<name>]`` table of clood.toml."""
         return dict(self.config.plugins.get(plugin_name, {}))
+
+    def typed_options(self, plugin_name: str, model: type[M]) -> M:
+        """The ``[plugins.<name>]`` table validated by a plugin's own pydantic model; a bad
+        key or value raises ValueError with one line naming it."""
+        try:
+            return model.model_validate(self.options(plugin_name))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"[plugins.{plugin_name}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
     def family(self) -> ModelFamily:
         families = self.registry.of("trainer")

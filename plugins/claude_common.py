@@ -82,12 +82,7 @@ class ClaudeOptions(BaseModel):
 
 
 def load_options(ctx) -> ClaudeOptions:
-    try:
-        return ClaudeOptions.model_validate(ctx.options(PLUGIN))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"[plugins.{PLUGIN}] {where}: {first['msg']}") from None
+    return ctx.typed_options(PLUGIN, ClaudeOptions)
 
 
 def unavailable_reason(ctx) -> str | None:

@@ -17,7 +17,7 @@ import time
 from typing import Any, Literal
 
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from clood_candy_plugins.hf_models import availability, pick_device
 from clood_candy.fighters import Captioner
@@ -48,11 +48,7 @@ class LocalVlmOptions(BaseModel):
 
 
 def load_options(ctx) -> LocalVlmOptions:
-    try:
-        return LocalVlmOptions.model_validate(ctx.options(PLUGIN))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ValueError(f"[plugins.{PLUGIN}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return ctx.typed_options(PLUGIN, LocalVlmOptions)
 
 
 @functools.lru_cache(maxsize=1)  # one model in memory; a second fight call reuses it

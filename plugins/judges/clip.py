@@ -24,7 +24,7 @@ import re
 from typing import Any, Literal
 
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from clood_candy.fighters import Judge
 from clood_candy.hookspecs import hookimpl
@@ -47,11 +47,7 @@ class ClipOptions(BaseModel):
 
 
 def load_options(ctx) -> ClipOptions:
-    try:
-        return ClipOptions.model_validate(ctx.options(PLUGIN))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ValueError(f"[plugins.{PLUGIN}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return ctx.typed_options(PLUGIN, ClipOptions)
 
 
 def strip_trigger(text: str, trigger: str) -> str:
