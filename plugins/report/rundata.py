@@ -24,6 +24,20 @@ TOY_BASES = {"tiny", "tiny-sdxl"}
 STAGE_OF = {"prep": "prep", "caption": "caption", "dataset": "caption", "train": "train", "samples": "sample"}
 
 
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The object rows of a JSON-lines file; a torn or foreign line is skipped, not fatal
+    (a run killed mid-write can leave one)."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
 class RunData:
     def __init__(self, run_dir: Path, ctx: "StageContext"):
         self.root = Path(run_dir)
@@ -100,15 +114,7 @@ class RunData:
         if not path.is_file():
             self.why["dataset/metadata.jsonl"] = "dataset/metadata.jsonl is not there yet (the caption stage makes it)"
             return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line) if line.strip() else None
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("text"), str):
-                rows.append(row)
-        return rows
+        return [row for row in read_jsonl(path) if isinstance(row.get("text"), str)]
 
     @cached_property
     def config_fight(self) -> ConfigFightResult | None:
@@ -122,15 +128,7 @@ class RunData:
         path = self.path(f"train/fight/{config}/log.jsonl")
         if not path.is_file():
             return []
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line) if line.strip() else None
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+        return read_jsonl(path)
 
     @cached_property
     def samples(self) -> SampleSet | None:
