@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TRUE = ("1", "on", "yes", "true")
+
+
+class HfModelOptions(BaseModel):
+    """What every local-model plugin's ``[plugins.<name>]`` table has; plugins add their own
+    fields and the ``model`` default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    revision: str | None = None
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
 def offline() -> bool:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from clood_candy_plugins.hf_models import availability, pick_device
+from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device
 from clood_candy.fighters import Captioner
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import CaptionResult, Photo
@@ -28,19 +28,14 @@ PLUGIN = "local-vlm"
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
 
 
-class LocalVlmOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LocalVlmOptions(HfModelOptions):
     model: str = DEFAULT_MODEL
-    revision: str | None = None
     batch_size: int = Field(8, ge=1, le=256)
     max_new_tokens: int = Field(40, ge=1, le=1024)
     min_new_tokens: int = Field(0, ge=0, le=256)
     num_beams: int = Field(3, ge=1, le=16)
     prompt: str | None = None
     task: str = "<DETAILED_CAPTION>"
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
     @property
     def florence(self) -> bool:

@@ -21,29 +21,24 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from clood_candy.fighters import Judge
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import FightItem, Score
-from clood_candy_plugins.hf_models import availability, pick_device
+from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device
 
 PLUGIN = "clip"
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 
-class ClipOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ClipOptions(HfModelOptions):
     model: str = DEFAULT_MODEL
-    revision: str | None = None
     batch_size: int = Field(16, ge=1, le=1024)
     weight: float = Field(2.5, gt=0)
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
 
 def load_options(ctx) -> ClipOptions:

@@ -9,7 +9,7 @@ from PIL import Image
 from clood_candy_plugins.report.media import img
 from clood_candy_plugins.report.page import Section, esc, lesson, note, table
 from clood_candy_plugins.report.rundata import RunData
-from clood_candy_plugins.report.section_vae import no_photo, teaching_photo, unsupported
+from clood_candy_plugins.report.section_vae import photo_and_base, unsupported
 
 TIMESTEPS = [50, 250, 500, 750, 950]
 
@@ -26,15 +26,10 @@ def pixel_noised(image: Image.Image, signal: float, seed: int) -> Image.Image:
 
 def build(run: RunData) -> Section:
     section = Section("diffusion", "5. What diffusion does")
-    chosen = teaching_photo(run)
-    if chosen is None:
-        section.missing = no_photo(run, "the noising")
+    found = photo_and_base(run, section, "the noising")
+    if found is None:
         return section
-    base = run.base()
-    if base is None:
-        section.missing = f"The base model could not be loaded ({esc(run.base_error)})."
-        return section
-    photo, path, caption = chosen
+    photo, path, caption, base = found
     try:
         steps = base.denoise_steps(path, caption, TIMESTEPS, seed=run.config.seed)
     except NotImplementedError:

@@ -31,6 +31,20 @@ def no_photo(run: RunData, what: str) -> str:
     return f"No prepared photo yet (prep/images): run the prep stage to see {what}."
 
 
+def photo_and_base(run: RunData, section: Section, what: str):
+    """(photo, prepared path, caption, base) for a model section, or None with
+    ``section.missing`` saying what is not there yet."""
+    chosen = teaching_photo(run)
+    if chosen is None:
+        section.missing = no_photo(run, what)
+        return None
+    base = run.base()
+    if base is None:
+        section.missing = f"The base model could not be loaded ({esc(run.base_error)})."
+        return None
+    return (*chosen, base)
+
+
 def unsupported(run: RunData, what: str) -> str:
     family = getattr(run.base(), "family", "this")
     return f"The {esc(family)} model family cannot show {what} (it does not implement the report's teaching methods)."
@@ -38,15 +52,10 @@ def unsupported(run: RunData, what: str) -> str:
 
 def build(run: RunData) -> Section:
     section = Section("vae", "4. What the VAE sees")
-    chosen = teaching_photo(run)
-    if chosen is None:
-        section.missing = no_photo(run, "what the VAE makes of one")
+    found = photo_and_base(run, section, "what the VAE makes of one")
+    if found is None:
         return section
-    base = run.base()
-    if base is None:
-        section.missing = f"The base model could not be loaded ({esc(run.base_error)})."
-        return section
-    photo, path, _ = chosen
+    photo, path, _, base = found
     try:
         latents = np.asarray(base.encode_latents(path), dtype=np.float32)
         rebuilt = base.decode_latents(latents)
