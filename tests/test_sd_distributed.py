@@ -60,6 +60,47 @@ def test_two_cpu_processes_train_like_one_with_twice_the_batch(tmp_path):
     assert max(float(a[k].abs().max()) for k in a if k.endswith("lora_up.weight")) > 1e-2  # it did learn
 
 
+FLAKY_VALIDATION = """
+import os, sys
+from clood_candy_plugins.sd import train
+real, calls = train.denoising_errors, []
+
+def second_validation_runs_out_in_process_1(*args, **kwargs):
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 2:
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes")
+    return real(*args, **kwargs)
+
+train.denoising_errors = second_validation_runs_out_in_process_1
+from clood_candy_plugins.sd.launch import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_memory_running_out_in_one_process_outside_a_step_stops_both_at_the_same_step(tmp_path):
+    run = RunStore.create(tmp_path / "run", "t", load_config(None, {"base": "tiny"}).model_dump(mode="json"), None,
+                          demo=False)
+    (tmp_path / "trainset.json").write_text(train_set(tmp_path / "prep").model_dump_json())
+    (tmp_path / "recipe.json").write_text(
+        recipe(name="two", steps=4, batch_size=1, checkpoint_every=1, validate_every=2).model_dump_json())
+    (tmp_path / "flaky.py").write_text(FLAKY_VALIDATION)
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+         str(tmp_path / "flaky.py"), "--run", str(run.root), "--recipe", str(tmp_path / "recipe.json"),
+         "--trainset", str(tmp_path / "trainset.json"), "-q"],
+        capture_output=True, text=True, timeout=120)
+    # Process 0's validation went fine; it hears of process 1's failure in the same all-reduce.
+    assert launched.returncode == 1, launched.stderr[-3000:]
+    printed = json.loads(launched.stdout)
+    assert printed["error"].startswith("out of memory on cpu at step 2 in config two")
+    assert printed["error"].endswith("kept the last good checkpoint (step 1)") and printed["steps_done"] == 1
+    out = run.path("train", "fight", "two")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1"]
+    assert "out of memory" in json.loads((out / "log.jsonl").read_text().splitlines()[-1])["error"]
+
+
 def test_the_launch_entry_point_trains_a_config_of_the_run_on_its_dataset(tmp_path, capsys):
     from clood_candy_plugins.sd.launch import main
 

@@ -113,3 +113,29 @@ def test_tensorboard_gets_the_curves_and_a_continued_run_replaces_what_lay_past_
         assert [s for s, _ in got] == [s for s, _ in expected]
         assert [v for _, v in got] == pytest.approx([v for _, v in expected])
     assert [s for s, _ in scalars("learning_rate")] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("where, module, function, call, expected, kept", [
+    ("validation", "train", "denoising_errors", 2, "at step 2", 1),  # call 1 is the step-0 validation
+    ("a sample", "train", "_sample", 1, "at step 2", 1),
+    ("the final LoRA's check", "saving", "verify_lora", 2, "saving the final LoRA", 2),  # call 1: checkpoint 2
+])
+def test_out_of_memory_outside_a_step_stops_with_the_settings_and_the_last_checkpoint(
+        env, tmp_path, monkeypatch, where, module, function, call, expected, kept):
+    import importlib
+
+    target = importlib.import_module(f"clood_candy_plugins.sd.{module}")
+    real, calls = getattr(target, function), []
+
+    def runs_out(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, function, runs_out)
+    config = recipe(steps=2, checkpoint_every=1 if kept == 1 else 2, validate_every=2, sample_every=2)
+    outcome = train(env, tmp_path / "oom", config)
+    assert outcome.error.startswith(f"out of memory on cpu {expected} in config t: lower batch_size"), where
+    assert outcome.error.endswith(f"kept the last good checkpoint (step {kept})") and outcome.lora is None
+    assert outcome.checkpoints[-1].endswith(f"step-{kept}.safetensors")

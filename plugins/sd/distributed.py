@@ -71,12 +71,19 @@ class Processes:
             offset += g.numel()
         return float(flat[-2]) / self.count, bool(flat[-1] > 0)
 
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
+    def sum(self, values: torch.Tensor, failed: bool = False) -> tuple[torch.Tensor, bool]:
+        """Element-wise sum over processes, and whether any process says it failed (one
+        all-reduce, so a process that failed still meets the others here)."""
         if self.count == 1:
-            return values
-        values = values.to(self.device, torch.float32).clone()
-        torch.distributed.all_reduce(values)
-        return values.cpu()
+            return values, failed
+        flat = torch.cat([values.to(self.device, torch.float32).reshape(-1),
+                          torch.tensor([float(failed)], device=self.device)])
+        torch.distributed.all_reduce(flat)
+        return flat[:-1].view_as(values).cpu(), bool(flat[-1] > 0)
+
+    def any_failed(self, failed: bool) -> bool:
+        """True in every process when any of them failed."""
+        return self.sum(torch.zeros(0), failed)[1]
 
     def from_main(self, value: Any) -> Any:
         """The main process's ``value`` in every process (also a barrier)."""

@@ -12,12 +12,30 @@ from clood_candy.records import TrainConfig
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
+class ProcessOutOfMemory(MemoryError):
+    """This process, or another one training with it, ran out of memory outside a step
+    (validation, a sample, a checkpoint): every process stops at the same point instead
+    of leaving the others waiting for it."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc).lower()
     # CUDA says "out of memory"; the CPU allocator "can't allocate memory".
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def guarded(work):
+    """``work()``'s result and False, or None and True when it ran out of memory (memory
+    given back): the caller tells the other processes before anyone raises."""
+    try:
+        return work(), False
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_memory()
+        return None, True
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -33,8 +51,9 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def out_of_memory_message(config: TrainConfig, resolution: int, device: torch.device, step: int | None) -> str:
-    where = f"at step {step}" if step else "before training started"
+def out_of_memory_message(config: TrainConfig, resolution: int, device: torch.device, step: int | None,
+                          where: str | None = None) -> str:
+    where = where or (f"at step {step}" if step else "before training started")
     changes = [f"lower batch_size (now {config.batch_size}; raise gradient_accumulation to keep the effective batch)",
                f"lower resolution (now {resolution})"]
     if not config.gradient_checkpointing:

@@ -35,7 +35,8 @@ from clood_candy_plugins.sd import lora, recipe, saving
 from clood_candy_plugins.sd.data import dataset_hash, step_seed
 from clood_candy_plugins.sd.denoise import denoising_errors, encode_text
 from clood_candy_plugins.sd.distributed import Processes
-from clood_candy_plugins.sd.failures import free_memory, is_disk_full, is_out_of_memory, out_of_memory_message
+from clood_candy_plugins.sd.failures import (ProcessOutOfMemory, free_memory, guarded, is_disk_full, is_out_of_memory,
+                                             out_of_memory_message)
 from clood_candy_plugins.sd.prior import class_images
 from clood_candy_plugins.sd.saving import Session
 from clood_candy_plugins.sd.step import Stepper, TrainingStopped
@@ -128,7 +129,7 @@ def _validation(s: Session):
     pipe = s.base.pipe
 
     @torch.no_grad()
-    def val_loss() -> float:
+    def my_errors() -> torch.Tensor:
         mine = s.processes.mine(len(validation))
         cond = (encode_text(pipe, [captions[i] for i in mine], s.resolution) if s.config.train_text_encoder
                 else s.base.cond([captions[i] for i in mine], s.resolution))
@@ -136,7 +137,14 @@ def _validation(s: Session):
         if mine:
             errors[mine] = denoising_errors(pipe.unet, scheduler, latents[mine], cond.to("cpu", torch.float32),
                                             seed=s.ctx.config.seed, draws=VAL_DRAWS, prediction_type=s.prediction_type)
-        return float(s.processes.sum(errors).mean())
+        return errors
+
+    def val_loss() -> float:
+        errors, failed = guarded(my_errors)
+        errors, failed = s.processes.sum(torch.zeros(len(validation)) if errors is None else errors, failed)
+        if failed:
+            raise ProcessOutOfMemory("out of memory during validation")
+        return float(errors.mean())
 
     return val_loss
 
@@ -177,7 +185,7 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                     val = val_loss()
                     pipe.unet.train()
                     history["val_loss"].append((step, val))
-                sample = _sample(s, step) if main and config.sample_every and step % config.sample_every == 0 else None
+                sample = _sample_together(s, step) if config.sample_every and step % config.sample_every == 0 else None
                 if main:
                     log.write(step=step, loss=loss, val_loss=val, lr=recipe.current_lr(optimizer), seconds=s.elapsed(),
                               **({"sample": sample} if sample else {}))
@@ -187,15 +195,14 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                 # 5. Checkpoints: everything needed to continue from here.
                 if step % config.checkpoint_every == 0 or step == s.target:
                     pipe.unet.eval()
-                    problem = s.processes.from_main(saving.save_checkpoint(s, step, optimizer, lr_scheduler)
-                                                    if main else None)
+                    problem = s.processes.from_main(_save_checkpoint(s, step, optimizer, lr_scheduler) if main else None)
                     pipe.unet.train()
                     if problem:
                         raise TrainingStopped(problem)
                     last_saved = step
             except TrainingStopped as stop:
                 error = str(stop)
-            except Exception as exc:  # out of memory outside the step itself (validation, sampling, saving)
+            except Exception as exc:  # out of memory in validation or a sample, here or in another process
                 if not is_out_of_memory(exc):
                     raise
                 free_memory()
@@ -212,7 +219,11 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
     if error is not None:
         return saving.outcome(s, last_saved, error=error)
     # 6. The final LoRA, verified before it is handed on; every process returns the main one's.
-    final = saving.finish(s) if main else None
+    final, failed = guarded(lambda: saving.finish(s)) if main else (None, False)
+    if failed:  # verifying the final LoRA runs the model once more
+        final = saving.outcome(s, last_saved, error=out_of_memory_message(config, s.resolution, device, None,
+                                                                          "saving the final LoRA")
+                               + f"; kept the last good checkpoint (step {last_saved})")
     if s.processes.count == 1:
         return final
     return TrainOutcome.model_validate(s.processes.from_main(final.model_dump(mode="json") if main else None))
@@ -233,6 +244,20 @@ def _resume(s: Session, optimizer, lr_scheduler) -> int:
     s.history = {k: [tuple(x) for x in meta["history"][k]] for k in ("train_loss", "val_loss")}
     s.prior_seconds = float(meta.get("seconds", 0.0))
     return latest.step
+
+
+def _sample_together(s: Session, step: int) -> str | None:
+    """The main process's sample; running out of memory there stops every process here."""
+    sample, failed = guarded(lambda: _sample(s, step)) if s.processes.is_main else (None, False)
+    if s.processes.any_failed(failed):
+        raise ProcessOutOfMemory(f"out of memory drawing the step-{step} sample")
+    return sample
+
+
+def _save_checkpoint(s: Session, step: int, optimizer, lr_scheduler) -> str | None:
+    """Main process: the checkpoint, or a message the others also stop on (disk full, memory)."""
+    problem, failed = guarded(lambda: saving.save_checkpoint(s, step, optimizer, lr_scheduler))
+    return out_of_memory_message(s.config, s.resolution, s.base.device, step) if failed else problem
 
 
 def _sample(s: Session, step: int) -> str:
