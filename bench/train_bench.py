@@ -105,15 +105,17 @@ def worker_clood(args) -> dict:
     data = TrainSet.model_validate_json(Path(args.trainset).read_text())
     recipe = TrainConfig(name="bench", rank=args.rank, alpha=float(args.rank), learning_rate=1e-4, steps=args.steps,
                          batch_size=args.batch, checkpoint_every=args.steps, validate_every=args.steps,
-                         resolution=args.resolution, seed=0)
+                         resolution=args.resolution, seed=0, compile=bool(args.compile))
     base = ctx.base()
+    began = time.perf_counter()
     outcome = ctx.family().train(base, data, recipe, work / "out", ctx)
     if outcome.error:
         raise SystemExit(f"clood training failed: {outcome.error}")
     import torch
 
     # The trainer sets its own thread count while it holds the model (1 for the tiny base).
-    return {"stamps": stamps, "threads": base.lock.threads or torch.get_num_threads(), "torch": torch.__version__}
+    return {"stamps": stamps, "threads": base.lock.threads or torch.get_num_threads(), "torch": torch.__version__,
+            "first_step_s": stamps[0] - began}
 
 
 def worker_diffusers(args) -> dict:
@@ -142,6 +144,8 @@ def run_side(side: str, python: str, a, base: Path, trainset: Path, images: Path
            "--trainset", str(trainset)]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
+    if a.compile and side == "clood":
+        cmd += ["--compile"]
     if side == "diffusers":
         cmd += ["--script", a.diffusers_script, "--", *diffusers_args(base, images, work / "out", a)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(work / "hf"),
@@ -187,7 +191,8 @@ def cpu_bench(a) -> dict:
         summary[side] = {"s_per_step": statistics.median(x["s_per_step"] for x in mine),
                          "peak_rss_mb": max(x["peak_rss_mb"] for x in mine),
                          "wall_s": statistics.median(x["wall_s"] for x in mine),
-                         "threads": mine[0]["threads"], "torch": mine[0]["torch"]}
+                         "threads": mine[0]["threads"], "torch": mine[0]["torch"],
+                         **({"first_step_s": max(x["first_step_s"] for x in mine)} if "first_step_s" in mine[0] else {})}
     if "diffusers" in summary:
         summary["ratio"] = summary["clood"]["s_per_step"] / summary["diffusers"]["s_per_step"]
     return {"runs": runs, "summary": summary}
@@ -223,7 +228,8 @@ def record_cpu(result: dict, a, argv: list[str]) -> None:
     both = "diffusers" in s
     row = (f"| {datetime.now(timezone.utc).date()} | {platform.machine()}, {os.cpu_count()} cores | "
            f"`{shown(argv)}` | {a.steps} ({a.warmup} warm-up) × {a.repeat} | "
-           f"{a.resolution} px, batch {a.batch}, rank {a.rank}, {a.images} images | "
+           f"{a.resolution} px, batch {a.batch}, rank {a.rank}, {a.images} images"
+           + (f"; clood compiled (first step ≤ {s['clood']['first_step_s']:.0f} s)" if a.compile else "") + " | "
            f"{s['clood']['s_per_step'] * 1000:.1f} ms ({s['clood']['threads']} thr) | "
            + (f"{s['diffusers']['s_per_step'] * 1000:.1f} ms ({s['diffusers']['threads']} thr) | {s['ratio']:.2f} | "
               if both else "– | – | ")
@@ -257,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--threads", type=int, help="torch threads for both sides (default: each side's own choice)")
+    p.add_argument("--compile", action="store_true", help="clood's side trains with compile = true (torch.compile)")
     p.add_argument("--gpu", action="store_true", help="the GPU benchmark (real-size UNets, random weights, bf16)")
     p.add_argument("--family", choices=["sd1", "sdxl", "both"], default="both", help="--gpu: which UNet")
     p.add_argument("--device", default="cuda", help="--gpu: device (cpu only to try the code path)")
