@@ -61,6 +61,16 @@ def availability(model: str, revision: str | None) -> tuple[str | None, bool]:
     return None, False
 
 
+def unavailable_reason(load_options, ctx) -> str | None:
+    """Why a local-model plugin cannot run (its options are invalid, or its model cannot be
+    found), or None: the ``unavailable`` of every plugin built on HfModelOptions."""
+    try:
+        opts = load_options(ctx)
+    except ValueError as exc:
+        return str(exc)
+    return availability(opts.model, opts.revision)[0]
+
+
 def pick_device(device: str, dtype: str) -> tuple[str, Any]:
     """'auto': CUDA with bf16 (fp16 where bf16 is missing) when there is a GPU, else CPU fp32."""
     import torch

@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image, ImageOps
 from pydantic import Field
 
-from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device
+from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device, unavailable_reason
 from clood_candy.fighters import Captioner
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import CaptionResult, Photo
@@ -70,11 +70,7 @@ class LocalVlmCaptioner(Captioner):
     description = "A local captioning model (BLIP or Florence-2) run with transformers; no API, no facts."
 
     def unavailable(self, ctx) -> str | None:
-        try:
-            opts = load_options(ctx)
-        except ValueError as exc:
-            return str(exc)
-        return availability(opts.model, opts.revision)[0]
+        return unavailable_reason(load_options, ctx)
 
     def caption(self, photos: list[Photo], ctx) -> dict[str, CaptionResult]:
         opts = load_options(ctx)

@@ -29,7 +29,7 @@ from pydantic import Field
 from clood_candy.fighters import Judge
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import FightItem, Score
-from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device
+from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device, unavailable_reason
 
 PLUGIN = "clip"
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -74,11 +74,7 @@ class ClipJudge(Judge):
     description = "CLIPScore: how well each caption matches its photo in a local CLIP model (trigger word removed)."
 
     def unavailable(self, ctx) -> str | None:
-        try:
-            opts = load_options(ctx)
-        except ValueError as exc:
-            return str(exc)
-        return availability(opts.model, opts.revision)[0]
+        return unavailable_reason(load_options, ctx)
 
     def score(self, items: list[FightItem], ctx) -> dict[str, dict[str, Score]]:
         opts = load_options(ctx)
