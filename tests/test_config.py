@@ -40,3 +40,14 @@ def test_training_configs_for_the_fight(tmp_path):
 def test_not_toml_is_one_line(tmp_path):
     with pytest.raises(UserError, match="not valid TOML"):
         load_config(write(tmp_path, "trigger = \n"))
+
+
+def test_the_readme_clood_toml_example_is_a_valid_config():
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## clood.toml", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    config = load_config(None, tomllib.loads(example))
+    assert config.trigger == "jlybn" and config.train.defaults.variant == "lora"
+    assert config.caption.judges == {"rubric": 1.0, "diffusion-likelihood": 0.5}
