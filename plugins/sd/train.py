@@ -208,9 +208,7 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                 free_memory()
                 error = out_of_memory_message(config, s.resolution, device, step)
             if error is not None:
-                kept = (f"kept the last good checkpoint (step {last_saved})" if last_saved
-                        else "no checkpoint was saved before it")
-                error = f"{error}; {kept}"
+                error = _with_checkpoint(error, last_saved)
                 if main:
                     log.write(step=step, loss=None, val_loss=None, lr=recipe.current_lr(optimizer), seconds=s.elapsed(),
                               error=error)
@@ -221,9 +219,8 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
     # 6. The final LoRA, verified before it is handed on; every process returns the main one's.
     final, failed = guarded(lambda: saving.finish(s)) if main else (None, False)
     if failed:  # verifying the final LoRA runs the model once more
-        final = saving.outcome(s, last_saved, error=out_of_memory_message(config, s.resolution, device, None,
-                                                                          "saving the final LoRA")
-                               + f"; kept the last good checkpoint (step {last_saved})")
+        error = out_of_memory_message(config, s.resolution, device, None, "saving the final LoRA")
+        final = saving.outcome(s, last_saved, error=_with_checkpoint(error, last_saved))
     if s.processes.count == 1:
         return final
     return TrainOutcome.model_validate(s.processes.from_main(final.model_dump(mode="json") if main else None))
@@ -244,6 +241,12 @@ def _resume(s: Session, optimizer, lr_scheduler) -> int:
     s.history = {k: [tuple(x) for x in meta["history"][k]] for k in ("train_loss", "val_loss")}
     s.prior_seconds = float(meta.get("seconds", 0.0))
     return latest.step
+
+
+def _with_checkpoint(error: str, last_saved: int) -> str:
+    """Why training stopped, and which checkpoint training again will continue from."""
+    kept = f"kept the last good checkpoint (step {last_saved})" if last_saved else "no checkpoint was saved before it"
+    return f"{error}; {kept}"
 
 
 def _sample_together(s: Session, step: int) -> str | None:
