@@ -87,7 +87,7 @@ def step_clock() -> list[float]:
 
 
 def worker_clood(args) -> dict:
-    sys._called_from_test = True  # only this project's plugins
+    os.environ.setdefault("CLOOD_LOAD_PLUGINS", "builtin")  # only this project's plugins
     from clood_candy.config import load_config
     from clood_candy.context import StageContext
     from clood_candy.plugins import build_registry, load_plugins

@@ -7,7 +7,6 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
-import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,15 +81,13 @@ _load_problems: list[PluginProblem] = []
 _sources: dict[str, tuple[str, str]] = {}  # plugin name → (version, source)
 
 
-def _under_tests() -> bool:
-    return hasattr(sys, "_called_from_test")
-
-
 def load_plugins(plugins_dir: Path | None = None) -> None:
     """Load entry points once; load ``plugins_dir`` (or ``$CLOOD_PLUGINS_DIR``) files once each.
 
-    Under tests only this package's own entry points load, so a developer's installed
-    third-party plugins never change a test's outcome.
+    ``$CLOOD_LOAD_PLUGINS`` names the entry points to load (comma-separated); the word
+    ``builtin`` stands for all of this package's own, which rules out every third-party
+    plugin (the tests and benchmarks run that way, so what else is installed never
+    changes their outcome).
     """
     global _entry_points_loaded
     if not _entry_points_loaded:
@@ -99,9 +96,7 @@ def load_plugins(plugins_dir: Path | None = None) -> None:
         allow = {n.strip() for n in wanted.split(",") if n.strip()} if wanted is not None else None
         for ep in importlib.metadata.entry_points(group=GROUP):
             dist = ep.dist.name if ep.dist else "?"
-            if _under_tests() and dist != OWN_DIST:
-                continue
-            if allow is not None and ep.name not in allow:
+            if allow is not None and ep.name not in allow and not ("builtin" in allow and dist == OWN_DIST):
                 continue
             try:
                 module = ep.load()

@@ -1,10 +1,10 @@
-import sys
+import os
 from pathlib import Path
 
 import pytest
 
-# Installed third-party plugins never load under tests (see clood_candy.plugins).
-sys._called_from_test = True
+# Only the built-in plugins load: a developer's installed third-party plugins never change a test.
+os.environ.setdefault("CLOOD_LOAD_PLUGINS", "builtin")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -48,3 +48,15 @@ def demo_run(tmp_path_factory) -> Path:
     result = CliRunner().invoke(cli, ["dogfood", "candy", "--demo", "--run-dir", str(run_dir), "-q"])
     assert result.exit_code == 0, result.output + (str(result.exception) if result.exception else "")
     return run_dir
+
+
+@pytest.fixture
+def anthropic_fake():
+    """A started fake Messages API server on 127.0.0.1; stopped after the test."""
+    from fakes.anthropic_server import FakeAnthropic
+
+    fake = FakeAnthropic().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()

@@ -6,7 +6,7 @@ import time
 from string import Template
 
 import pytest
-from fakes.anthropic_server import FakeAnthropic, anthropic_fake, solid_photos  # noqa: F401
+from fakes.anthropic_server import solid_photos
 from PIL import Image
 
 KEY = "sk-ant-test-0123456789-SECRET"

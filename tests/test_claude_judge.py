@@ -1,7 +1,7 @@
 """The Claude pairwise judge against the local fake Messages API (real SDK)."""
 
 import pytest
-from fakes.anthropic_server import anthropic_fake, solid_photos  # noqa: F401
+from fakes.anthropic_server import solid_photos
 
 from clood_candy.records import Candidate, FightItem
 

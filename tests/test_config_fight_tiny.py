@@ -7,7 +7,7 @@ import math
 import pytest
 
 from clood_candy.fight.halving import successive_halving
-from test_sd_train import module_ctx, recipe, train_set
+from support.sd import module_ctx, recipe, train_set
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ import pytest
 
 from clood_candy.fight.engine import Panel, run_fight
 from clood_candy.records import Candidate, FightItem
-from test_judge_rubric import photo_for, render, right_caption, wrong_versions
+from clood_candy.captions.render import render
+from support.rubric import photo_for, right_caption, wrong_versions
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ from a plugins dir, failures reported by name."""
 
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from clood_candy import plugins as plugin_mod

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
-from test_prep_common import candy_photo, prepare
+from support.prep import candy_photo, prepare
 
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from test_prep_common import blob_boxes, candy_photo, inside, prepare
+from support.prep import blob_boxes, candy_photo, inside, prepare
 
 from clood_candy_plugins.prep import framing
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_prep_common import candy_photo, prepare
+from support.prep import candy_photo, prepare
 
 from clood_candy_plugins.prep import decode
 

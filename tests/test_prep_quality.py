@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image, ImageFilter, ImageOps
-from test_prep_common import candy_photo, prepare
+from support.prep import candy_photo, prepare
 
 from clood_candy.plugins import Registered
 from clood_candy.stages import Upscaler

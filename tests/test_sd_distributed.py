@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_sd_train import module_ctx, recipe, train_set
+from support.sd import module_ctx, recipe, train_set
 
 from clood_candy.config import load_config
 from clood_candy.records import TrainConfig, TrainSet

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from safetensors import safe_open
-from test_sd_train import module_ctx, recipe, train_set
+from support.sd import module_ctx, recipe, train_set
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import errno
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_sd_train import module_ctx, recipe, train_set
+from support.sd import module_ctx, recipe, train_set
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from PIL import Image, ImageStat
 
 from clood_candy.records import Photo
@@ -285,13 +284,3 @@ def solid_photos(run_root: Path, colours: dict[str, tuple[int, int, int]], size=
         photos.append(Photo(id=photo_id, source=f"{photo_id}.jpg", image=f"prep/{photo_id}.png",
                             width=size[0], height=size[1]))
     return photos
-
-
-@pytest.fixture
-def anthropic_fake():
-    """A started FakeAnthropic; stopped after the test."""
-    fake = FakeAnthropic().start()
-    try:
-        yield fake
-    finally:
-        fake.stop()

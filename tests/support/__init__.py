@@ -1,0 +1,1 @@
+"""Helpers shared by several test files (pytest fixtures live in conftest.py)."""
