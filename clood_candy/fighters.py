@@ -7,9 +7,11 @@ A plugin subclasses one of these and hands an instance to ``register`` in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from clood_candy.records import CaptionResult, Candidate, Comparison, FightItem, Photo, Score
+from clood_candy.runstore import redact
 
 if TYPE_CHECKING:
     from clood_candy.context import StageContext
@@ -36,6 +38,23 @@ class Judge(Fighter):
     """Scores candidates (pointwise) or picks between two (pairwise, ``pairwise = True``)."""
 
     pairwise: bool = False
+    version: str = "0"  # bump when the same inputs should get different verdicts (a new rubric)
+
+    def identity(self, ctx: "StageContext | None") -> dict[str, Any]:
+        """Everything besides the photo and the captions that this judge's verdicts depend
+        on. The engine reuses a recorded verdict only under the same identity, so a judge
+        whose answers depend on more (a model id, a prompt) extends this dict."""
+        found: dict[str, Any] = {"name": self.name, "version": self.version}
+        if ctx is not None:
+            registered = ctx.registry.items["judge"].get(self.name)
+            cfg = ctx.config
+            found.update(
+                plugin_version=registered.version if registered else "?",
+                options=redact(ctx.options(self.name)),  # a key is not set-up, and never goes to disk
+                base=cfg.base,
+                task={"trigger": cfg.trigger, "class_word": cfg.class_word, "lora_type": cfg.caption.lora_type},
+            )
+        return found
 
     def score(self, items: list[FightItem], ctx: "StageContext") -> dict[str, dict[str, Score]]:
         """Pointwise: item id → fighter → Score (higher is better)."""
@@ -43,6 +62,8 @@ class Judge(Fighter):
 
     def compare(
         self, pairs: list[tuple[FightItem, Candidate, Candidate]], ctx: "StageContext"
-    ) -> list[Comparison]:
-        """Pairwise: one Comparison per (item, first, second), in order."""
+    ) -> list[Comparison] | Mapping[tuple[str, str, str], Comparison]:
+        """Pairwise: one Comparison per (item, first, second) — a list in the order asked,
+        or a mapping keyed by (item id, first fighter, second fighter), which suits a judge
+        that answers out of order. A pair it could not judge gets ``Comparison(error=...)``."""
         raise NotImplementedError

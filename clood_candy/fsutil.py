@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+log = logging.getLogger("clood_candy")  # the logger whose handler writes RUN/log.txt
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -29,9 +32,17 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def write_json(path: Path, data: Any) -> Path:
+    """Writes strict JSON when it can. NaN and infinities have no JSON form: such a file is
+    still written (a diverged training run must still save its checkpoint and stop cleanly;
+    Python reads it back), but never silently — the run's log names the file."""
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")
-    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        log.warning("%s holds NaN or infinity, which is not valid JSON: other tools may not read it", path)
+        text = json.dumps(data, indent=2, ensure_ascii=False)
+    return write_text(path, text + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Record(BaseModel):
@@ -105,10 +105,21 @@ class Score(Record):
 
 
 class Comparison(Record):
-    """A pairwise judge's verdict on (first, second) as shown to it."""
+    """A pairwise judge's verdict on (first, second) as shown to it, or why it has none.
 
-    winner: Literal["first", "second", "tie"]
+    A failed comparison (``error`` set, no winner) is not a tie: the engine counts it as no
+    vote from that judge on that pair and never caches it, so the next run asks again.
+    """
+
+    winner: Literal["first", "second", "tie"] | None = None
     reason: str = ""
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _winner_or_error(self) -> "Comparison":
+        if (self.winner is None) == (self.error is None):
+            raise ValueError("a comparison has either a winner or an error")
+        return self
 
 
 class JudgeVerdict(Record):
@@ -131,6 +142,15 @@ class FighterStanding(Record):
     mean_scores: dict[str, float] = Field(default_factory=dict)  # per pointwise judge
 
 
+class JudgeFailures(Record):
+    """Answers of one judge the engine could not use; each costs that judge its vote on one
+    pair of one photo, nothing more."""
+
+    failed: int = 0  # comparisons that failed, or captions the judge left unscored
+    non_finite: int = 0  # scores that were NaN or infinite, dropped
+    note: str = ""  # one line for people, e.g. "judge claude: 3 comparisons failed (first: HTTP 529 …)"
+
+
 class FightResult(Record):
     fighters: list[str]
     judges: dict[str, float]  # judge name → weight
@@ -139,6 +159,7 @@ class FightResult(Record):
     standings: list[FighterStanding]
     flip_rates: dict[str, float] = Field(default_factory=dict)
     forfeits: dict[str, str] = Field(default_factory=dict)  # fighter → why it could not fight
+    judge_failures: dict[str, JudgeFailures] = Field(default_factory=dict)  # judge → what it answered unusably
     winner: str | None
     clear: bool  # False: the confidence interval does not separate the top two
     verdict: str  # one plain sentence for people

@@ -69,13 +69,26 @@ def test_cache_misses_when_the_captions_change(judge_ctx, anthropic_fake):
     assert len(anthropic_fake.messages_calls()) == 4
 
 
-def test_a_failed_pair_is_a_tie_that_says_why_and_the_rest_are_judged(judge_ctx, anthropic_fake):
+def test_a_failed_pair_has_no_winner_says_why_and_the_rest_are_judged(judge_ctx, anthropic_fake):
     judge, ctx = judge_ctx(max_concurrency=1)
     anthropic_fake.script("400")
     (red,) = solid_photos(ctx.run.root, {"r": (200, 30, 40)})
     verdicts = judge.compare(both_orders(red, "a red bean", "a blue bean"), ctx)
-    assert verdicts[0].winner == "tie" and verdicts[0].reason.startswith("no verdict: HTTP 400")
-    assert verdicts[1].winner == "second"
+    assert verdicts[0].winner is None and verdicts[0].error.startswith("HTTP 400")  # not a tie
+    assert verdicts[1].winner == "second" and verdicts[1].error is None
+
+
+def test_identity_names_the_judges_model_and_prompt_never_the_key(judge_ctx):
+    judge, ctx = judge_ctx(model="claude-haiku-4-5")
+    plain = judge.identity(ctx)
+    assert plain["model"] == "claude-haiku-4-5" and plain["prompt"]
+    assert judge.identity(judge_ctx(model="claude-haiku-4-5", judge_model="claude-opus-5-5")[1])["model"] \
+        == "claude-opus-5-5"
+    assert judge.identity(judge_ctx(model="claude-haiku-4-5")[1]) == plain  # a re-run: the same identity
+    _, styled = judge_ctx(model="claude-haiku-4-5")
+    styled.config.caption.lora_type = "style"
+    assert judge.identity(styled) != plain  # the rubric's wording changes with the LoRA type
+    assert KEY not in repr(plain)
 
 
 def test_malformed_verdicts_are_retried(judge_ctx, anthropic_fake):

@@ -64,6 +64,12 @@ def test_a_different_seed_draws_different_noise(make_ctx):
     assert judge.score(items, a)["p0"]["plain"].score != judge.score(items, b)["p0"]["plain"].score
 
 
+def test_its_recorded_scores_are_not_reused_under_another_seed(make_ctx):
+    judge = make_ctx(base="tiny").registry.get("judge", "diffusion-likelihood")
+    same = judge.identity(make_ctx(base="tiny", seed=0)) == judge.identity(make_ctx(base="tiny", seed=0))
+    assert same and judge.identity(make_ctx(base="tiny", seed=0)) != judge.identity(make_ctx(base="tiny", seed=5))
+
+
 def test_items_without_photos_are_skipped_and_long_captions_say_they_were_cut(judge_ctx):
     ctx, judge = judge_ctx
     items = make_items(ctx, 1)

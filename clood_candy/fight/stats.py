@@ -1,11 +1,14 @@
-"""The statistics that make a fight believable: win rates with bootstrap confidence
-intervals over items, and Bradley–Terry strengths when more than two fighters meet."""
+"""The statistics that make a fight believable: win rates with confidence intervals over
+items (exact binomial ones where a bootstrap would claim too much), and Bradley–Terry
+strengths when more than two fighters meet."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import beta
 
 # One pairwise result on one item: (fighter a, fighter b, points for a in {0, 0.5, 1}).
 Match = tuple[str, str, float]
@@ -33,6 +36,25 @@ def head_to_head(matches_by_item: Sequence[Sequence[Match]], a: str, b: str) -> 
             elif (x, y) == (b, a):
                 out.append(1.0 - points)
     return out
+
+
+def exact_ci(successes: float, trials: float, confidence: float) -> tuple[float, float]:
+    """Clopper–Pearson: the exact binomial interval, honest at any n (3 of 3 is 29%–100% at
+    95%, where a bootstrap says 100%–100%). Fractional successes (a tie as half a win) are
+    fine: the beta quantiles are defined for them."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    tail = (1.0 - confidence) / 2.0
+    low = 0.0 if successes <= 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = 1.0 if successes >= trials else float(beta.ppf(1.0 - tail, successes + 1, trials - successes))
+    return low, high
+
+
+def fewest_decided_for_a_clear_result(confidence: float) -> int:
+    """The fewest decided items at which even a clean sweep is clear (its exact interval
+    excludes 50%): n of n has the lower bound tail^(1/n), above 1/2 once n > log(tail)/log(1/2)."""
+    tail = (1.0 - confidence) / 2.0
+    return math.floor(math.log(tail) / math.log(0.5)) + 1
 
 
 def bootstrap_ci(values: Sequence[float], *, rounds: int, confidence: float, seed: int) -> tuple[float, float]:

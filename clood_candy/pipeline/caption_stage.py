@@ -30,12 +30,18 @@ def _run_captioner(ctx: StageContext, name: str, photos: list[Photo]) -> tuple[d
     except Exception as exc:  # a failing fighter forfeits its fight, the run goes on
         ctx.log.exception("captioner %s failed", name)
         return None, f"{type(exc).__name__}: {exc}"
+    unasked = sorted(set(results) - {p.id for p in photos})
+    if unasked:  # ignored, but a captioner that mixes up ids may have mislabelled the rest too
+        what = f"{len(unasked)} photo id{'s' * (len(unasked) != 1)} it was not given (e.g. {unasked[0]!r}); ignored"
+        ctx.log.warning("captioner %s returned captions for %s", name, what)
+        ctx.progress.say(f"  {name} returned captions for {what}")
     # Every photo ends captioned or marked failed, never silently missing.
     return {p.id: results.get(p.id) or CaptionResult(error="the captioner returned nothing for this photo")
             for p in photos}, None
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run(ctx: StageContext, *, force: bool = False) -> dict[str, Any]:
+    """``force``: ask every judge afresh instead of reusing the verdicts on file."""
     settings = ctx.config.caption
     photos = prep_stage.load(ctx).photos
     out = ctx.run.path("caption")
@@ -68,13 +74,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
              for p in photos]
     panel = _panel(ctx)
     cache_path = out / "verdict_cache.json"
-    cache = fsutil.read_json(cache_path) if cache_path.is_file() else {}
+    cache = fsutil.read_json(cache_path) if cache_path.is_file() and not force else {}
     ctx.progress.say(f"Caption fight: {len(finals)} fighters × {len(photos)} photos, judges: {', '.join(panel.judges) or 'none'}")
     result = run_fight(items, panel, ctx, forfeits=forfeits, cache=cache, bootstrap=settings.bootstrap,
                        confidence=settings.confidence, seed=ctx.config.seed)
     fsutil.write_json(cache_path, cache)
     fsutil.write_json(out / "fight.json", result)
     fsutil.write_json(out / "strategy.json", strategy_notes)
+    for failures in result.judge_failures.values():
+        ctx.progress.say(f"  {failures.note}")
     ctx.progress.say(f"  {result.verdict}")
 
     written = _write_dataset(ctx, photos, finals, result)

@@ -14,12 +14,14 @@ from clood_candy.errors import UserError
 from clood_candy.pipeline import caption_stage, prep_stage, report_stage, sample_stage, train_stage
 from clood_candy.runstore import STAGES, fingerprint
 
+# (ctx, photos folder, force) → the stage's outputs; with force the caption stage also
+# asks its judges afresh rather than reusing the verdicts on file.
 RUNNERS = {
-    "prep": lambda ctx, source: prep_stage.run(ctx, source),
-    "caption": lambda ctx, source: caption_stage.run(ctx),
-    "train": lambda ctx, source: train_stage.run(ctx),
-    "sample": lambda ctx, source: sample_stage.run(ctx),
-    "report": lambda ctx, source: report_stage.run(ctx),
+    "prep": lambda ctx, source, force: prep_stage.run(ctx, source),
+    "caption": lambda ctx, source, force: caption_stage.run(ctx, force=force),
+    "train": lambda ctx, source, force: train_stage.run(ctx),
+    "sample": lambda ctx, source, force: sample_stage.run(ctx),
+    "report": lambda ctx, source, force: report_stage.run(ctx),
 }
 
 
@@ -91,7 +93,7 @@ def run_pipeline(ctx: StageContext, source: Path | None, stages: list[str], *, f
             began = ctx.run.start(stage, fp)
             ctx.log.info("stage %s started", stage)
             try:
-                outputs = RUNNERS[stage](ctx, source)
+                outputs = RUNNERS[stage](ctx, source, force)
             except UserError as exc:
                 ctx.run.fail(stage, began, str(exc))
                 raise

@@ -4,10 +4,13 @@ both orders itself; this judge answers exactly what it is asked.
 
 Verdicts are cached on disk under the run (``cache/claude``), keyed by model, prompt and
 image, so re-running a fight costs nothing; usage totals go to ``cache/claude/judge-usage.json``.
+A pair whose request failed comes back as ``Comparison(error=...)``: no verdict, not a tie.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from typing import Any
 
@@ -48,10 +51,17 @@ class ClaudeJudge(Judge):
     def unavailable(self, ctx) -> str | None:
         return cc.unavailable_reason(ctx)
 
+    def identity(self, ctx) -> dict[str, Any]:
+        """Plus the model that answers and the prompt it is shown (all but the captions)."""
+        found = super().identity(ctx)
+        if ctx is not None:
+            prompt = json.dumps([load_prompt(PROMPT).template, SYSTEM, VERDICT_TOOL], sort_keys=True)
+            found.update(model=_options(ctx).model, style=template_style(ctx),
+                         prompt=hashlib.sha256(prompt.encode()).hexdigest()[:16])
+        return found
+
     def compare(self, pairs: list[tuple[FightItem, Candidate, Candidate]], ctx) -> list[Comparison]:
-        opts = cc.load_options(ctx)
-        if opts.judge_model:
-            opts = opts.model_copy(update={"model": opts.judge_model})
+        opts = _options(ctx)
         template = load_prompt(PROMPT)
         style_words = "comma-separated tags" if template_style(ctx) == "tags" else "plain natural sentences"
         images: dict[str, tuple[dict[str, Any], str] | str] = {}  # photo image → (block, hash) or error
@@ -90,13 +100,10 @@ class ClaudeJudge(Judge):
                 verdicts.append(outcome.value)
             else:
                 errors.append(outcome.error or "no answer")
-                # Comparison has no error field: a failed pair counts as a tie and says why.
-                verdicts.append(Comparison(winner="tie", reason=f"no verdict: {outcome.error}"[:300]))
+                verdicts.append(Comparison(error=errors[-1][:300]))  # the engine counts and reports it
         self._record_usage(ctx, outcomes.values(), len(errors))
         if requests and len(errors) == len(requests):
             raise RuntimeError(f"claude judge: every comparison failed ({errors[0]})")
-        if errors:
-            ctx.log.warning("claude judge: %d of %d comparisons failed (first: %s)", len(errors), len(requests), errors[0])
         return verdicts
 
     @staticmethod
@@ -110,6 +117,11 @@ class ClaudeJudge(Judge):
                     totals[key] = round(totals.get(key, 0) + value, 6)
             totals["failures"] = totals.get("failures", 0) + failures
             fsutil.write_json(path, totals)
+
+
+def _options(ctx) -> cc.ClaudeOptions:
+    opts = cc.load_options(ctx)
+    return opts.model_copy(update={"model": opts.judge_model}) if opts.judge_model else opts
 
 
 @hookimpl

@@ -6,6 +6,8 @@ Scores are the negative error, so higher is better."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from clood_candy.fighters import Judge
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import FightItem, Score
@@ -15,6 +17,13 @@ class DiffusionLikelihoodJudge(Judge):
     name = "diffusion-likelihood"
     description = ("The base model's denoising error on the photo under each caption, at fixed noise "
                    "(lower error: the caption explains the photo better to this model).")
+
+    def identity(self, ctx) -> dict[str, Any]:
+        """Plus the seed: it draws the noise every caption is measured under."""
+        found = super().identity(ctx)
+        if ctx is not None:
+            found["seed"] = ctx.config.seed
+        return found
 
     def score(self, items: list[FightItem], ctx) -> dict[str, dict[str, Score]]:
         base = ctx.base()
