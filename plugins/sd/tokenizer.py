@@ -1,8 +1,10 @@
 """CLIP tokenizer files written from OpenAI's BPE merges, so no hub download is needed.
 
-The merges file ships inside the ``open-clip-torch`` wheel; we read it without importing
-open_clip (which needs torchvision). Without it we fall back to a byte-level vocabulary:
-every byte is a token, so token counts are not real CLIP counts (``is_real`` says which).
+The merges file ships inside the ``open-clip-torch`` wheel. scripts/setup.sh takes it out
+of the wheel into ``<venv>/share/clood-candy/`` without installing open_clip (which needs
+torchvision, and would leave the venv with unmet requirements); an installed open_clip is
+used too. Without either we fall back to a byte-level vocabulary: every byte is a token,
+so token counts are not real CLIP counts (``is_real`` says which).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
 
 from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -22,7 +26,11 @@ VOCAB_SIZE = 49408  # SD1.x / SDXL text encoders
 
 
 def clip_bpe_path() -> Path | None:
-    """The real CLIP merges from an installed open-clip-torch, or None."""
+    """The real CLIP merges: ``$CLOOD_CLIP_BPE``, the copy setup.sh put in the venv, or an
+    installed open-clip-torch's; None when there is none."""
+    for candidate in (os.environ.get("CLOOD_CLIP_BPE"), Path(sys.prefix) / "share" / "clood-candy" / BPE_FILE):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
     try:
         spec = importlib.util.find_spec("open_clip")
     except (ImportError, ValueError):
