@@ -240,7 +240,7 @@ class HalvingRound(Record):
 class ConfigFightResult(Record):
     configs: list[TrainConfig]
     rounds: list[HalvingRound]
-    winner: str
+    winner: str | None  # None: every config failed (failures says why)
     judge: str = "validation-loss"
     failures: dict[str, str] = Field(default_factory=dict)
 

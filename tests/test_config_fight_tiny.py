@@ -32,3 +32,26 @@ def test_halving_on_real_training_matches_training_everything_to_the_end(tmp_pat
     full = {c.name: (train_to(tmp_path / "full")(c, c.steps) if c.name not in fight.failures else math.inf)
             for c in grid if c.name != "absurd-lr"}
     assert fight.winner == min(full, key=full.get), (fight.rounds, full)
+
+
+def test_when_every_config_fails_the_stage_fails_with_each_reason_and_names_no_winner(tmp_path):
+    import json
+
+    from clood_candy import fsutil
+    from clood_candy.fight.halving import AllConfigsFailed
+    from clood_candy.pipeline import train_stage
+
+    configs = [{"name": "no-steps", "steps": 0}, {"name": "upside-down", "timestep_min": 900, "timestep_max": 100}]
+    ctx = module_ctx(tmp_path, base="tiny", train={"fight": {"configs": configs, "budgets": [5, 10]}})
+    dataset = ctx.run.path("dataset")
+    data = train_set(dataset)
+    fsutil.write_text(dataset / "metadata.jsonl", "\n".join(
+        json.dumps({"file_name": item.image.rsplit("/", 1)[-1], "text": item.caption})
+        for item in data.train + data.validation) + "\n")
+    with pytest.raises(AllConfigsFailed) as failed:
+        train_stage.run(ctx)
+    assert "no-steps: " in str(failed.value) and "upside-down: " in str(failed.value)
+    record = json.loads(ctx.run.path("train", "fight.json").read_text())
+    assert record["winner"] is None and record["rounds"][0]["survivors"] == []
+    assert set(record["failures"]) == {"no-steps", "upside-down"}
+    assert not ctx.run.path("train", "outcome.json").exists()

@@ -2,7 +2,9 @@
 
 import math
 
-from clood_candy.fight.halving import default_grid, successive_halving
+import pytest
+
+from clood_candy.fight.halving import AllConfigsFailed, default_grid, successive_halving
 from clood_candy.records import TrainConfig
 
 
@@ -40,3 +42,34 @@ def test_default_grid_has_unique_names_around_the_defaults():
     assert len({c.name for c in grid}) == len(grid) >= 3
     rates = sorted(c.learning_rate for c in grid)
     assert rates[0] < 1e-4 < rates[-1]
+
+
+def test_failed_configs_never_survive_even_when_few_are_left():
+    def train_to(config, steps):
+        if config.name in ("a", "b", "c"):
+            raise RuntimeError(f"{config.name} broke")
+        return 0.7
+
+    configs = [TrainConfig(name=n, steps=100) for n in "abcd"]
+    result = successive_halving(configs, [10, 20], 2, train_to)
+    # ceil(4 / 2) = 2 places, but only d trained: d goes on alone and wins.
+    assert result.rounds[0].survivors == ["d"]
+    assert result.winner == "d"
+    assert set(result.failures) == {"a", "b", "c"}
+
+
+def test_when_every_config_fails_there_is_no_winner_and_the_error_names_each_reason():
+    def train_to(config, steps):
+        if config.name == "nan":
+            return math.nan
+        raise RuntimeError(f"Adapter trouble in {config.name}")
+
+    configs = [TrainConfig(name=n, steps=100) for n in ("kohya", "dora", "nan")]
+    with pytest.raises(AllConfigsFailed) as caught:
+        successive_halving(configs, [10, 20], 2, train_to)
+    message = str(caught.value)
+    assert "every training config failed" in message
+    assert "kohya: RuntimeError: Adapter trouble in kohya" in message
+    assert "dora: RuntimeError: Adapter trouble in dora" in message
+    assert "nan: validation loss was nan" in message
+    assert [r.survivors for r in caught.value.rounds] == [[]]

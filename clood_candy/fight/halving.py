@@ -16,6 +16,14 @@ from clood_candy.records import ConfigFightResult, HalvingRound, TrainConfig
 TrainTo = Callable[[TrainConfig, int], float]
 
 
+class AllConfigsFailed(RuntimeError):
+    """No config finished a round: there is no winner to train, only reasons."""
+
+    def __init__(self, failures: dict[str, str], rounds: list[HalvingRound]):
+        self.failures, self.rounds = failures, rounds
+        super().__init__("every training config failed: " + "; ".join(f"{n}: {why}" for n, why in failures.items()))
+
+
 def default_grid(defaults: TrainConfig) -> list[TrainConfig]:
     """A small grid around the defaults: the knobs that matter most for a first LoRA."""
     lr = defaults.learning_rate
@@ -45,15 +53,20 @@ def successive_halving(configs: list[TrainConfig], budgets: list[int], reduction
             except Exception as exc:  # a config that crashes loses, the fight goes on
                 failures[name] = f"{type(exc).__name__}: {exc}"
                 loss = math.inf
+            if not math.isfinite(loss):
+                failures.setdefault(name, f"validation loss was {loss}")
             scores[name] = loss if math.isfinite(loss) else math.inf
-        ranked = sorted(survivors, key=lambda n: (scores[n], names.index(n)))
-        keep = max(1, math.ceil(len(ranked) / reduction))
+        # A config that failed never goes on, however few places the round has to fill.
+        ranked = sorted((n for n in survivors if math.isfinite(scores[n])), key=lambda n: (scores[n], names.index(n)))
+        keep = max(1, math.ceil(len(survivors) / reduction))
         survivors = ranked[:keep]
         round_ = HalvingRound(budget=budget, scores={n: (s if math.isfinite(s) else None) for n, s in scores.items()},
                               survivors=survivors)
         rounds.append(round_)
         if on_round:
             on_round(round_)
+        if not survivors:
+            raise AllConfigsFailed(failures, rounds)
         if len(survivors) == 1:
             break
     return ConfigFightResult(configs=configs, rounds=rounds, winner=survivors[0], failures=failures)

@@ -11,8 +11,8 @@ from typing import Any
 from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
-from clood_candy.fight.halving import default_grid, successive_halving
-from clood_candy.records import TrainConfig, TrainItem, TrainOutcome, TrainSet
+from clood_candy.fight.halving import AllConfigsFailed, default_grid, successive_halving
+from clood_candy.records import ConfigFightResult, TrainConfig, TrainItem, TrainOutcome, TrainSet
 
 
 def load_trainset(ctx: StageContext) -> TrainSet:
@@ -66,11 +66,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return outcome.final_val_loss if outcome.final_val_loss is not None else float("inf")
 
     if len(configs) > 1:
-        fight = successive_halving(configs, ctx.config.train.fight.budgets, ctx.config.train.fight.reduction, train_to,
-                                   on_round=lambda r: ctx.progress.say(
-                                       f"  round at {r.budget} steps: " + ", ".join(
-                                           f"{n} {s:.4f}" if s is not None else f"{n} failed" for n, s in r.scores.items())
-                                       + f" → {', '.join(r.survivors)} go on"))
+        try:
+            fight = successive_halving(configs, ctx.config.train.fight.budgets, ctx.config.train.fight.reduction,
+                                       train_to, on_round=lambda r: ctx.progress.say(
+                                           f"  round at {r.budget} steps: " + ", ".join(
+                                               f"{n} {s:.4f}" if s is not None else f"{n} failed"
+                                               for n, s in r.scores.items())
+                                           + (f" → {', '.join(r.survivors)} go on" if r.survivors else " → none left")))
+        except AllConfigsFailed as failed:  # the record says why each failed; the stage fails with it
+            fsutil.write_json(ctx.run.path("train", "fight.json"),
+                              ConfigFightResult(configs=configs, rounds=failed.rounds, winner=None,
+                                                failures=failed.failures))
+            raise
         fsutil.write_json(ctx.run.path("train", "fight.json"), fight)
         winner = next(c for c in configs if c.name == fight.winner)
         ctx.progress.say(f"Config fight winner: {winner.name}")

@@ -165,7 +165,7 @@ def build(run: RunData) -> Section:
     if outcome is None and fight is None:
         section.missing = esc(run.missing("train/outcome.json")) + ": run the train stage to see the loss curves."
         return section
-    winner = fight.winner if fight else (outcome.config.name if outcome else "")
+    winner = (fight.winner or "") if fight else (outcome.config.name if outcome else "")
     train, val = curves(run.train_log(winner))
     if outcome is not None and not train:
         train, val = list(outcome.train_loss), list(outcome.val_loss)
@@ -197,7 +197,7 @@ def build(run: RunData) -> Section:
             f"Instead of guessing the settings, {len(fight.configs)} recipes raced. Each round every survivor "
             "trains a few more steps and is scored on the held-out photos; the better half goes on "
             "(<i>successive halving</i>), so the slow recipes are dropped early and the time goes to the promising "
-            f"ones. {esc(fight.winner)} won."))
+            + (f"ones. {esc(fight.winner)} won." if fight.winner else "ones. Every recipe failed, so none won.")))
         body.append(bracket(fight, run.config.train.defaults))
         if fight.failures:
             body.append(note("Failed: " + "; ".join(f"{esc(k)} — {esc(v)}" for k, v in fight.failures.items()), "warn"))

@@ -50,21 +50,30 @@ def text_encoder_names(pipe) -> list[str]:
 
 
 def attach(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
-    """Add the training adapter; return its parameters (the only trainable ones)."""
-    with quiet_peft():  # sampling adapters may already sit in the model: that is intended
-        pipe.unet.add_adapter(adapter_config(config, list(config.target_modules)), adapter_name=ADAPTER)
-        if config.train_text_encoder:
-            for name in text_encoder_names(pipe):
-                getattr(pipe, name).add_adapter(adapter_config(config, TEXT_TARGETS), adapter_name=ADAPTER)
-    activate_only(pipe, [ADAPTER])  # a sampler may have left other adapters on, or all off
-    params = [p for m in trained_modules(pipe, config).values() for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()  # trainable weights in fp32 even on a half-precision base
+    """Add the training adapter; return its parameters (the only trainable ones). If any
+    part fails, the parts already added come off again: the base is shared by every config
+    of a fight, and one config's failure must not become the next one's."""
+    detach(pipe)  # a run killed mid-training in this process left one behind
+    try:
+        with quiet_peft():  # sampling adapters may already sit in the model: that is intended
+            pipe.unet.add_adapter(adapter_config(config, list(config.target_modules)), adapter_name=ADAPTER)
+            if config.train_text_encoder:
+                for name in text_encoder_names(pipe):
+                    getattr(pipe, name).add_adapter(adapter_config(config, TEXT_TARGETS), adapter_name=ADAPTER)
+        activate_only(pipe, [ADAPTER])  # a sampler may have left other adapters on, or all off
+        params = [p for m in trained_modules(pipe, config).values() for p in m.parameters() if p.requires_grad]
+        for p in params:
+            p.data = p.data.float()  # trainable weights in fp32 even on a half-precision base
+    except BaseException:
+        detach(pipe)
+        raise
     return params
 
 
-def detach(pipe, config: TrainConfig) -> None:
-    for module in trained_modules(pipe, config).values():
+def detach(pipe, config: TrainConfig | None = None) -> None:
+    """Remove the training adapter from every model that holds it (the UNet and both text
+    encoders, whatever the config asked for: a half-attached adapter is removed too)."""
+    for module in [pipe.unet] + [getattr(pipe, n) for n in text_encoder_names(pipe)]:
         if ADAPTER not in (getattr(module, "peft_config", None) or {}):
             continue
         with quiet_peft():
