@@ -46,3 +46,15 @@ def test_lora_is_kohya_keyed_with_alpha(demo_run):
     assert meta.get("ss_network_dim")
     outcome = json.loads((demo_run / "train" / "outcome.json").read_text())
     assert outcome["verification"].get("diffusers_load") is True
+
+
+def test_the_demo_lora_names_its_toy_base_and_the_report_never_sends_it_to_a_real_checkpoint(demo_run):
+    state = RunStore.open(demo_run).state
+    with safe_open(str(demo_run / state.outputs["lora"]), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta["ss_base_model_version"] == "clood_tiny" and meta["ss_sd_model_name"] == "tiny"
+    html = (demo_run / state.outputs["report"]).read_text(encoding="utf-8")
+    lora_section = html[html.index('data-section="lora"'):]
+    lora_section = lora_section[:lora_section.index("</section>")]
+    assert "loads on that toy only" in lora_section
+    assert "&lt;lora:" not in lora_section and "ComfyUI/models/loras" not in lora_section

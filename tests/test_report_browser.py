@@ -55,7 +55,7 @@ def test_demo_report_renders_completely_in_a_browser(demo_run, tmp_path):
     text = {s["key"]: s["text"] for s in sections}
     # Numbers computed from this run, not boilerplate: the demo's 64 px photos and its jlybn LoRA.
     assert "64×64×3 = 12,288 numbers" in text["vae"] and "48× fewer numbers" in text["vae"]
-    assert "<lora:jlybn:0.8>" in text["lora"] and "% of it" in text["lora"]
+    assert "loads on that toy only" in text["lora"] and "% of it" in text["lora"]
     assert "random weights" in text["diffusion"] and "% photo" in text["diffusion"]
     broken = [i["alt"] for i in images if not i["ok"]]
     assert images and not broken, f"broken images: {broken}"

@@ -53,7 +53,9 @@ def test_lora_file_is_kohya_form_with_the_real_alpha(trained):
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
     assert meta["ss_network_alpha"] == "8.0" and meta["ss_network_dim"] == "4"
-    assert meta["ss_base_model_version"] == "sd_v1" and meta["ss_steps"] == "20"
+    # The toy's LoRA says it is the toy's: named SD1's, ComfyUI would patch a real SD1.5 and fail on every shape.
+    assert meta["ss_base_model_version"] == "clood_tiny" and meta["ss_steps"] == "20"
+    assert meta["modelspec.architecture"] == "clood-tiny-toy/lora" and "toy" in meta["clood_toy_base"]
     assert meta["ss_resolution"] == "(64, 64)" and meta["trigger"] == "jlybn"
     assert json.loads(meta["ss_tag_frequency"]) == {"1_jlybn": {"jlybn": 4, "jellybean": 4, "red": 1, "blue": 1,
                                                                 "green": 1, "pink": 1}}

@@ -178,6 +178,19 @@ def _how_to_use(run: RunData, lora: Path) -> str:
               "flexibility. Look at the grid above to choose.</p>")
 
 
+def _how_to_use_toy(run: RunData, lora: Path) -> str:
+    """A toy's LoRA has the toy's shapes: in ComfyUI or A1111 on a real checkpoint every layer
+    would fail to patch, so the only place to use it is where the toy is."""
+    base, trigger = esc(run.config.base), esc(run.config.trigger)
+    return (f"<h3>Use it</h3><p>The file: <span class=\"code\">{esc(lora)}</span> — trained on clood's toy base "
+            f"<span class=\"code\">{base}</span>, whose layers are far smaller than a real model's. It loads on that "
+            "toy only: in ComfyUI or Automatic1111 / Forge on a real Stable Diffusion checkpoint every one of its "
+            "patches would fail on shape, so this report does not tell you to put it there. Try it where the toy "
+            f"lives: <span class=\"code\">clood sample {esc(run.root)} --prompt \"{trigger}, jellybean on a wooden "
+            "table\"</span>. For a LoRA to use in ComfyUI or Forge, run clood on your photos with a real base, "
+            "e.g. <span class=\"code\">--base stable-diffusion-v1-5/stable-diffusion-v1-5</span>.</p>")
+
+
 def build(run: RunData) -> Section:
     section = Section("lora", "7. Your LoRA")
     lora = run.lora
@@ -193,10 +206,11 @@ def build(run: RunData) -> Section:
     verification = (run.outcome.verification if run.outcome else {}) or {}
     if verification:
         body.append(_verification(verification))
-    body.append(_how_to_use(run, lora))
     if run.is_toy:
-        body.append(note("This LoRA was trained on the random toy model, so it only loads on that toy: it proves "
-                         "the file format and the pipeline. Run clood on your photos with a real base "
-                         "(--base runwayml/stable-diffusion-v1-5) for a LoRA to use.", "toy"))
+        body.append(_how_to_use_toy(run, lora))
+        body.append(note("This LoRA was trained on the random toy model: it proves the file format and the "
+                         "pipeline, not the art.", "toy"))
+    else:
+        body.append(_how_to_use(run, lora))
     section.body = "".join(body)
     return section

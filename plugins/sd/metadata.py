@@ -14,14 +14,25 @@ OPTIMIZERS = {"adamw": "torch.optim.AdamW", "adamw8bit": "bitsandbytes.optim.Ada
               "prodigy": "prodigyopt.Prodigy", "sgd": "torch.optim.SGD"}
 
 
+def base_version(family: str, base_name: str, toy: bool) -> tuple[str, str]:
+    """(ss_base_model_version, modelspec architecture). A toy base's LoRA says it is the toy's:
+    named as SD1's, a tool would take it for a LoRA of a real SD1.5 checkpoint, match every
+    key and fail on every shape."""
+    if toy:
+        return f"clood_{base_name}", f"clood-{base_name}-toy"
+    return BASE_VERSION[family], ARCHITECTURE[family]
+
+
 def lora_metadata(*, family: str, base_name: str, config: TrainConfig, data: TrainSet, steps: int, target: int,
-                  resolution: int, prediction_type: str, output_name: str, data_facts: dict[str, str]) -> dict[str, str]:
+                  resolution: int, prediction_type: str, output_name: str, data_facts: dict[str, str],
+                  toy: bool = False) -> dict[str, str]:
+    version, architecture = base_version(family, base_name, toy)
     lycoris = config.variant in ("loha", "lokr")
     args = {"algo": config.variant} if lycoris else {}
     if config.variant == "dora":
         args["dora_wd"] = "True"
     meta = {
-        "ss_base_model_version": BASE_VERSION[family],
+        "ss_base_model_version": version,
         "ss_sd_model_name": base_name,
         "ss_v2": "False",
         "ss_network_module": "lycoris.kohya" if lycoris else "networks.lora",
@@ -59,8 +70,10 @@ def lora_metadata(*, family: str, base_name: str, config: TrainConfig, data: Tra
         "trigger": data.trigger,
         "class_word": data.class_word,
         "clood_config": config.model_dump_json(),
+        **({"clood_toy_base": f"trained on clood's toy base '{base_name}' (random weights): loads on that toy only"}
+           if toy else {}),
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"{ARCHITECTURE[family]}/{'lycoris' if lycoris else 'lora'}",
+        "modelspec.architecture": f"{architecture}/{'lycoris' if lycoris else 'lora'}",
         "modelspec.implementation": "diffusers",
         "modelspec.title": output_name,
         "modelspec.resolution": f"{resolution}x{resolution}",

@@ -70,7 +70,7 @@ def save_lora(s: Session, path_base: Path, steps: int) -> dict[str, Any]:
                      ss_class_prompt=s.prior.prompt)
     meta = lora_metadata(family=s.base.family, base_name=s.base.base, config=s.config, data=s.data, steps=steps,
                          target=s.target, resolution=s.resolution, prediction_type=s.prediction_type,
-                         output_name=path_base.name, data_facts=facts)
+                         output_name=path_base.name, data_facts=facts, toy=s.base.is_toy)
     kohya, diffusers_file = lora.write_lora_files(s.base.pipe, path_base, state, s.config, s.base.family, meta)
     prompt = f"a photo of {s.data.trigger} {s.data.class_word}"
     verification = verify_lora(s.base.pipe, kohya, family=s.base.family, config=s.config, resolution=s.resolution,
