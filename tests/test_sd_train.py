@@ -4,6 +4,7 @@ output, training continues from checkpoints exactly, and bad recipes fail cleanl
 
 import importlib.util
 import json
+import math
 import logging
 from pathlib import Path
 
@@ -148,6 +149,18 @@ def test_nan_loss_stops_cleanly(trained, tmp_path):
     assert outcome.lora is None and outcome.steps_done == 1
     assert outcome.checkpoints == [str((tmp_path / "nan/checkpoints/step-1/step-1.safetensors").resolve())]
     assert "error" in (tmp_path / "nan" / "log.jsonl").read_text().splitlines()[-1]
+
+
+def test_a_step_that_breaks_the_validation_loss_is_never_checkpointed(trained, tmp_path):
+    family, base, ctx, data = trained["family"], trained["base"], trained["ctx"], trained["data"]
+    config = recipe(learning_rate=1e30, checkpoint_every=1, validate_every=1, lr_scheduler="constant")
+    outcome = family.train(base, data, config, tmp_path / "broken", ctx)
+    assert outcome.error and "validation loss became" in outcome.error and "no checkpoint was saved" in outcome.error
+    assert outcome.checkpoints == [] and outcome.lora is None
+    assert all(math.isfinite(v) for _, v in outcome.val_loss)
+    # What a run writes is strict JSON: no NaN reaches a file another tool reads.
+    for line in (tmp_path / "broken" / "log.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in log.jsonl"))
 
 
 @pytest.mark.parametrize("changes, message", [

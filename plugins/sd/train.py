@@ -19,6 +19,7 @@ change; the last good checkpoint is kept and training again continues from it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -184,6 +185,9 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                     pipe.unet.eval()
                     val = val_loss()
                     pipe.unet.train()
+                    if not math.isfinite(val):  # the step's update broke the adapter: keep the checkpoint before it
+                        raise TrainingStopped(f"validation loss became {val} at step {step} "
+                                              f"(learning rate {config.learning_rate} too high?)")
                     history["val_loss"].append((step, val))
                 sample = _sample_together(s, step) if config.sample_every and step % config.sample_every == 0 else None
                 if main:
