@@ -60,3 +60,20 @@ def anthropic_fake():
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture
+def network_attempts(monkeypatch):
+    """Every outgoing connection a test's code tries, refused at once: the list says where
+    it tried to go (a test of 'reported offline without touching the network' asserts it is empty)."""
+    import socket
+
+    tried: list[object] = []
+
+    def refuse(self, address):
+        tried.append(address)
+        raise ConnectionRefusedError(f"test: no network ({address})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: (tried.append(address), 111)[1])
+    return tried

@@ -2,7 +2,6 @@
 
 import base64
 import io
-import time
 from string import Template
 
 import pytest
@@ -148,12 +147,10 @@ def test_concurrency_is_bounded_and_used(claude, anthropic_fake):
     anthropic_fake.latency = 0.2
     captioner, ctx = claude(max_concurrency=3)
     photos = solid_photos(ctx.run.root, {f"p{i}": RED for i in range(9)})
-    began = time.perf_counter()
     results = captioner.caption(photos, ctx)
-    wall = time.perf_counter() - began
     assert all(r.caption for r in results.values())
+    # Three at a time, never more: the bound holds and the concurrency is really used.
     assert anthropic_fake.max_in_flight == 3
-    assert wall < 9 * 0.2 * 0.6  # ~3 rounds of 0.2 s, not 9
 
 
 def test_a_bad_key_stops_asking_after_the_first_refusal(claude, anthropic_fake):

@@ -5,7 +5,6 @@ Random weights make the scores meaningless as a judgement; these tests prove the
 code path: every candidate scored, batching, trigger removal, truncation, bad input."""
 
 import re
-import time
 
 import numpy as np
 import pytest
@@ -179,13 +178,13 @@ def test_in_a_fight_clip_decides_pairs_by_score(judge):
         assert verdict.outcome == ("a" if long > tags else "b" if tags > long else "tie")  # a = "long" (sorted)
 
 
-def test_uncached_hub_model_is_reported_fast_offline(make_ctx, monkeypatch):
+def test_uncached_hub_model_is_reported_offline_without_touching_the_network(make_ctx, monkeypatch,
+                                                                             network_attempts):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ctx = make_ctx(plugins={"clip": {"model": "clood-candy-tests/no-such-clip"}})
     clip = ctx.registry.get("judge", "clip")
-    began = time.perf_counter()
     reason = clip.unavailable(ctx)
-    assert time.perf_counter() - began < 10
+    assert network_attempts == []
     assert "not in the Hugging Face cache" in reason and "HF_HUB_OFFLINE" in reason and "\n" not in reason
     with pytest.raises(RuntimeError, match="not in the Hugging Face cache"):  # the engine unseats the judge
         clip.score(items_in(ctx.run.root, 1), ctx)
