@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_train_bench_clood_side_writes_its_figures(tmp_path):
     out = tmp_path / "result.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "train_bench.py"), "--steps", "3", "--warmup", "1",

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,7 @@ def test_caption_fight_bench_reports_wall_time_against_ideal(tmp_path):
     assert "ideal_seconds" in text and "serial_seconds" in text
 
 
+@pytest.mark.slow
 def test_demo_bench_runs_a_stage_from_a_cold_process(tmp_path):
     out = tmp_path / "demo.json"
     bench("demo_bench.py", "--stages", "prep", "--out", str(out), "--no-markdown")

@@ -4,11 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from clood_candy_plugins.captioners.vision_stats import VisionStatsCaptioner, analyse
+from clood_candy_plugins.prep.decode import read_exif
 from PIL import Image
 
 from clood_candy.records import Photo
-from clood_candy_plugins.captioners.vision_stats import VisionStatsCaptioner, analyse
-from clood_candy_plugins.prep.decode import read_exif
 
 LIGHTING = {"daylight": "daylight", "indoor": "warm indoor light", "night": "flash"}
 FRAMING = {"macro": "macro close-up", "medium": "medium shot", "wide": "wide shot"}
@@ -27,6 +27,7 @@ def photo_for(path: Path, root: Path) -> Photo:
                  original=str(path), width=size[0], height=size[1], exif=exif, folders=list(rel.parent.parts))
 
 
+@pytest.mark.slow
 def test_names_jellybean_colours_on_real_photos(shared_photos, make_ctx):
     root = shared_photos / "jellybeans"
     truth = json.loads((root / "labels.json").read_text())

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
 from safetensors import safe_open
 
 from clood_candy.runstore import STAGES, RunStore
+
+pytestmark = pytest.mark.slow  # the whole demo run (about a minute)
 
 
 def test_every_stage_is_done_and_outputs_are_named(demo_run):

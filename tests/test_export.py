@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from clood_candy.cli import cli
@@ -17,6 +18,7 @@ def dataset_rows(run):
     return [json.loads(line) for line in (run / "dataset" / "metadata.jsonl").read_text().splitlines() if line]
 
 
+@pytest.mark.slow
 def test_kohya_folder_is_repeats_trigger_class(demo_run, tmp_path):
     export(demo_run, "kohya", tmp_path / "kohya", "--repeats", "5")
     folder = tmp_path / "kohya" / "5_jlybn jellybean"
@@ -26,12 +28,14 @@ def test_kohya_folder_is_repeats_trigger_class(demo_run, tmp_path):
     assert (folder / first["file_name"]).with_suffix(".txt").read_text().strip() == first["text"]
 
 
+@pytest.mark.slow
 def test_ai_toolkit_is_one_folder_of_image_and_txt(demo_run, tmp_path):
     export(demo_run, "ai-toolkit", tmp_path / "ait")
     rows = dataset_rows(demo_run)
     assert len(list((tmp_path / "ait").glob("*.txt"))) == len(rows)
 
 
+@pytest.mark.slow
 def test_imagefolder_has_metadata_jsonl(demo_run, tmp_path):
     export(demo_run, "imagefolder", tmp_path / "hf")
     lines = [json.loads(line) for line in (tmp_path / "hf" / "metadata.jsonl").read_text().splitlines()]

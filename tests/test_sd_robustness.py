@@ -21,6 +21,7 @@ def train(env, out, config, **kw):
     return env["family"].train(env["base"], env["data"], config, out, env["ctx"], **kw)
 
 
+@pytest.mark.slow
 def test_disk_full_at_a_checkpoint_keeps_the_last_one_and_training_again_continues(env, tmp_path, monkeypatch):
     from clood_candy_plugins.sd import checkpoint
 
