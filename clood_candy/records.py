@@ -23,11 +23,12 @@ class Photo(Record):
 
     id: str  # file stem in the dataset, unique within a run
     source: str  # path relative to the input folder (folder names are data)
-    image: str  # prepared square PNG, relative to the run folder
+    image: str  # prepared PNG (square, or its aspect bucket's size), relative to the run folder
     original: str = ""  # absolute path of the original (never modified)
     width: int
     height: int
     crop_box: list[int] | None = None  # [x0, y0, x1, y1] in the EXIF-rotated original
+    original_size: tuple[int, int] | None = None  # (width, height) of the EXIF-rotated original
     exif: dict[str, Any] = Field(default_factory=dict)
     folders: list[str] = Field(default_factory=list)  # relative folder parts, outermost first
     metrics: dict[str, float] = Field(default_factory=dict)

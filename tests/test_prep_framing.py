@@ -1,5 +1,5 @@
 """Framing: square crops keep every candy whole with a margin near the target fill; when
-no square can, the fewest candies are cut; buckets follow kohya; the demo studio's beans
+no square can, the fewest candies are cut; buckets follow kohya's bucket set; the demo studio's beans
 stay inside their crops."""
 
 from __future__ import annotations
@@ -78,15 +78,17 @@ def test_busy_background_falls_back_to_a_centre_crop_and_says_so(make_ctx, tmp_p
     assert entry.crop_box == [100, 0, 700, 600]
 
 
-def test_buckets_follow_kohya_and_never_upscale(make_ctx, tmp_path):
+def test_buckets_follow_kohya_and_keep_the_aspect(make_ctx, tmp_path):
     src = tmp_path / "photos"
     src.mkdir()
     candy_photo(size=(1200, 800)).save(src / "wide.png")
     candy_photo(size=(300, 200), blobs=((150, 100, 40, 30),), seed=4).save(src / "small.png")
     report, ctx, e = prepare(make_ctx, src, resolution=512, buckets=True, min_side_ratio=0.3)
     sizes = {p.source: (p.width, p.height) for p in report.photos}
-    assert sizes["wide.png"] == (576, 384)  # area ≤ 512², sides multiples of 64, aspect kept
-    assert sizes["small.png"] == (256, 192)  # no upscaling beyond the source
+    # kohya's nearest bucket for 3:2 at 512 (area ≤ 512², sides multiples of 64), small or not:
+    # one bucket set, so photos of one aspect batch together
+    assert sizes == {"wide.png": (640, 384), "small.png": (640, 384)}
+    assert "upscaled" in e["small.png"].reason
     for name, (w, h) in sizes.items():
         with Image.open(ctx.run.root / e[name].output) as im:
             assert im.size == (w, h)

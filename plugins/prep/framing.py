@@ -1,5 +1,6 @@
 """Choosing the crop: a square that keeps every candy whole with a margin, sized so the
-subject fills about ``target_fill`` of it; kohya-style aspect buckets; high-quality resampling.
+subject fills about ``target_fill`` of it, or (``prep.buckets``) a box of the nearest aspect
+bucket's ratio (clood_candy.buckets); high-quality resampling.
 
 All boxes are [x0, y0, x1, y1] (x1/y1 exclusive) in pixels of the upright original."""
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-BUCKET_STEP = 64  # kohya: bucket sides are multiples of 64
+from clood_candy.buckets import nearest_bucket
 
 
 @dataclass
@@ -102,31 +103,47 @@ def centre_crop(size: tuple[int, int]) -> Framing:
     return square_crop(size, [], 1.0, 0)
 
 
-def bucket_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
-    """kohya's no-upscale bucket: area at most resolution², sides multiples of 64, never
-    larger than the photo."""
+def bucket_crop(size: tuple[int, int], pieces: list[list[int]], target_fill: float, resolution: int) -> Framing:
+    """A box of the nearest bucket's aspect ratio, out size the bucket. With subject
+    ``pieces``: sized so the subject fills about ``target_fill`` of it (never smaller
+    than the bucket, which would only be upscaled again), placed to keep candies whole.
+    Without: the largest such box, centred: the whole photo but the sliver the ratio needs."""
     width, height = size
-    area = resolution * resolution
-    scale = min(1.0, math.sqrt(area / (width * height)))
-    bw = max(BUCKET_STEP, int(width * scale) // BUCKET_STEP * BUCKET_STEP)
-    bh = max(BUCKET_STEP, int(height * scale) // BUCKET_STEP * BUCKET_STEP)
-    return bw, bh
-
-
-def bucket_crop(size: tuple[int, int], pieces: list[list[int]], resolution: int) -> Framing:
-    """The largest box of the bucket's aspect, shifted to keep the subject's centre in."""
-    width, height = size
-    bw, bh = bucket_size(size, resolution)
+    bw, bh = nearest_bucket(size, resolution)
     aspect = bw / bh
-    cw, ch = (width, round(width / aspect)) if width / height <= aspect else (round(height * aspect), height)
-    cw, ch = min(cw, width), min(ch, height)
-    if pieces:
-        cx = (min(p[0] for p in pieces) + max(p[2] for p in pieces)) / 2
-        cy = (min(p[1] for p in pieces) + max(p[3] for p in pieces)) / 2
+    full_w, full_h = (width, round(width / aspect)) if width / height <= aspect else (round(height * aspect), height)
+    full_w, full_h = min(full_w, width), min(full_h, height)
+    if not pieces:
+        bx, by = (width - full_w) // 2, (height - full_h) // 2
+        return Framing([bx, by, bx + full_w, by + full_h], (bw, bh), f"bucket {bw}x{bh}, whole frame")
+    x0, y0 = min(p[0] for p in pieces), min(p[1] for p in pieces)
+    x1, y1 = max(p[2] for p in pieces), max(p[3] for p in pieces)
+    sw, sh = x1 - x0, y1 - y0
+    box_w = min(max(sw / target_fill, sh / target_fill * aspect, min(bw, full_w), 8), full_w)
+    cw = int(round(box_w))
+    ch = min(full_h, int(round(cw / aspect)))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if sw <= cw and sh <= ch:
+        bx, by = _clamp(cx - cw / 2, cw, width), _clamp(cy - ch / 2, ch, height)
+        fill = max(sw / cw, sh / ch)
+        note = f"bucket {bw}x{bh}, subject crop, fill {fill:.0%}" + (
+            "" if fill <= target_fill + 0.02 else " (as loose as the photo allows)")
+        return Framing([bx, by, bx + cw, by + ch], (bw, bh), note, fill=fill)
+    # The subject is wider (or taller) than the largest box of this ratio: some candy must go.
+    cut = out = 0
+    if sw > cw:
+        bx, cut_x, out_x = _best_position(width, cw, [(p[0], p[2]) for p in pieces], cx)
+        cut, out = cut + cut_x, out + out_x
     else:
-        cx, cy = width / 2, height / 2
-    bx, by = _clamp(cx - cw / 2, cw, width), _clamp(cy - ch / 2, ch, height)
-    return Framing([bx, by, bx + cw, by + ch], (bw, bh), f"bucket {bw}x{bh}")
+        bx = _clamp(cx - cw / 2, cw, width)
+    if sh > ch:
+        by, cut_y, out_y = _best_position(height, ch, [(p[1], p[3]) for p in pieces], cy)
+        cut, out = cut + cut_y, out + out_y
+    else:
+        by = _clamp(cy - ch / 2, ch, height)
+    parts = ([f"cuts {cut} candy piece{'s' * (cut > 1)}"] if cut else []) + ([f"leaves {out} out"] if out else [])
+    note = f"bucket {bw}x{bh}, subject larger than the frame: " + (" and ".join(parts) or "keeps every candy whole")
+    return Framing([bx, by, bx + cw, by + ch], (bw, bh), note, fill=1.0, cut=cut, left_out=out)
 
 
 def no_crop(size: tuple[int, int], resolution: int) -> Framing:

@@ -1,4 +1,5 @@
-"""The built-in preparer: a photo folder (or .zip) in, a clean, well-framed square set out,
+"""The built-in preparer: a photo folder (or .zip) in, a clean, well-framed set out (square,
+or each photo at its aspect bucket with ``prep.buckets``),
 with a verdict and a reason for every file."""
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ def _report(listing: Listing, jobs: list[Job], results: dict[int, Result], dupli
         entries.append(PrepEntry(source=found.rel, status="kept", reason=reason, crop_box=result.box, output=image,
                                  duplicate_of=duplicates.get(job.index), metrics=result.metrics))
         photos.append(Photo(id=ids[found.rel], source=found.rel, image=image, original=os.path.abspath(found.path),
-                            width=result.out_size[0], height=result.out_size[1], crop_box=result.box, exif=result.exif,
+                            width=result.out_size[0], height=result.out_size[1], crop_box=result.box,
+                            original_size=result.size, exif=result.exif,
                             folders=found.folders, metrics=result.metrics, labels=listing.labels.get(found.rel)))
     return PrepReport(entries=entries, photos=photos)
 

@@ -82,7 +82,12 @@ def _sharpness_region(box: list[int], pieces: list[list[int]]) -> list[int]:
 
 def _frame(job: Job, size: tuple[int, int], pieces: list[list[int]], subject: Subject) -> framing.Framing:
     if job.buckets:
-        return framing.bucket_crop(size, pieces if job.crop == "subject" else [], job.resolution)
+        # The photo keeps its aspect: a subject crop of the nearest bucket's ratio, or
+        # (center, none, no subject found) the whole frame but the sliver that ratio needs.
+        frame = framing.bucket_crop(size, pieces if job.crop == "subject" else [], job.target_fill, job.resolution)
+        if job.crop == "subject" and not pieces:
+            frame.note = f"{subject.note or 'no subject found'}: {frame.note}"
+        return frame
     if job.crop == "none":
         return framing.no_crop(size, job.resolution)
     if job.crop == "center":
