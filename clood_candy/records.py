@@ -266,6 +266,10 @@ class SampleSet(Record):
 class TrainItem(Record):
     image: str  # absolute path of a prepared image
     caption: str
+    # Where the image came from, for SDXL's size and crop conditioning (None: the image is
+    # the whole photo): the photo's upright size and the image's box in its pixels.
+    original_size: tuple[int, int] | None = None  # (width, height)
+    crop_box: list[int] | None = None  # [x0, y0, x1, y1]
 
 
 class TrainSet(Record):
@@ -276,3 +280,4 @@ class TrainSet(Record):
     trigger: str
     class_word: str
     resolution: int
+    buckets: bool = False  # prep.buckets: each image trains at its aspect bucket, not as its centre square

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from pathlib import Path
 from typing import Any
 
 from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.fight.halving import AllConfigsFailed, default_grid, successive_halving
-from clood_candy.records import ConfigFightResult, TrainConfig, TrainItem, TrainOutcome, TrainSet
+from clood_candy.records import ConfigFightResult, Photo, PrepReport, TrainConfig, TrainItem, TrainOutcome, TrainSet
 
 
 def load_trainset(ctx: StageContext) -> TrainSet:
@@ -21,7 +22,8 @@ def load_trainset(ctx: StageContext) -> TrainSet:
     if not meta.is_file():
         raise UserError(f"{ctx.run.root} has no dataset yet: run the caption stage first")
     rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
-    items = [TrainItem(image=str(dataset / r["file_name"]), caption=r["text"]) for r in rows]
+    photos = _prepared_photos(ctx)
+    items = [_item(dataset / r["file_name"], r["text"], photos.get(r.get("id", ""))) for r in rows]
     if len(items) < 2:
         raise UserError(f"the dataset has {len(items)} captioned photo(s); training needs at least 2")
     # A fixed, seeded hold-out: the same photos judge every config and every checkpoint.
@@ -31,10 +33,28 @@ def load_trainset(ctx: StageContext) -> TrainSet:
     n_val = min(n_val, len(items) - 1)
     val = sorted(order[:n_val])
     base = ctx.base()
+    prep = ctx.config.prep
+    if prep.crop == "none" and not prep.buckets:
+        ctx.log.warning('prep.crop = "none" without prep.buckets: the whole frames are prepared, but training '
+                        "sees each one's centre square; set prep.buckets = true to train on whole frames")
     return TrainSet(train=[items[i] for i in range(len(items)) if i not in val],
                     validation=[items[i] for i in val], trigger=ctx.config.trigger,
                     class_word=ctx.config.class_word,
-                    resolution=ctx.config.prep.resolution or base.resolution)
+                    resolution=prep.resolution or base.resolution, buckets=prep.buckets)
+
+
+def _prepared_photos(ctx: StageContext) -> dict[str, Photo]:
+    """The prep report's kept photos by id (a dataset brought without one has none)."""
+    path = ctx.run.path("prep", "report.json")
+    if not path.is_file():
+        return {}
+    return {p.id: p for p in PrepReport.model_validate(fsutil.read_json(path)).photos}
+
+
+def _item(image: Path, caption: str, photo: Photo | None) -> TrainItem:
+    if photo is None or photo.original_size is None:
+        return TrainItem(image=str(image), caption=caption)
+    return TrainItem(image=str(image), caption=caption, original_size=photo.original_size, crop_box=photo.crop_box)
 
 
 def step_counter(advance):

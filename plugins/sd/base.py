@@ -10,7 +10,9 @@ from typing import Any
 import torch
 
 from clood_candy.stages import LoadedBase
+from clood_candy.records import TrainItem
 from clood_candy_plugins.sd.adapters import AdapterSlots
+from clood_candy_plugins.sd.bucketed import Fitted, bucket_of, latents_for, load_fitted
 from clood_candy_plugins.sd.denoise import Cond, denoising_errors, encode_images, encode_text, load_image
 from clood_candy_plugins.sd.loading import TINY_RESOLUTION, LoadedPipeline
 from clood_candy_plugins.sd.lora import activate_only
@@ -63,7 +65,7 @@ class SDBase(TeachingMixin, LoadedBase):
     TeachingMixin adds what the report shows (latents, noising, one-step guesses)."""
 
     def __init__(self, loaded: LoadedPipeline, base: str, *, device: torch.device, eval_draws: int = 4,
-                 threads: int | None = None):
+                 threads: int | None = None, buckets: bool = False):
         from diffusers import DPMSolverMultistepScheduler
 
         self.pipe = loaded.pipe.to(device)
@@ -75,6 +77,7 @@ class SDBase(TeachingMixin, LoadedBase):
         self.token_window = self.pipe.tokenizer.model_max_length - 2
         self.device = device
         self.eval_draws = eval_draws
+        self.buckets = buckets  # prep.buckets: the denoising-error judge sees each photo at its bucket
         self.lock = ModelLock(threads if threads is not None else (1 if loaded.is_toy else None))
         # Training adds noise with the model's own schedule; sampling uses a fast solver on it.
         self.scheduler_config = dict(self.pipe.scheduler.config)
@@ -84,7 +87,7 @@ class SDBase(TeachingMixin, LoadedBase):
             module.requires_grad_(False)
             module.eval()
         self.adapters = AdapterSlots(self.pipe, self.family)
-        self._latents: dict[tuple, torch.Tensor] = {}
+        self._latents: dict[tuple, torch.Tensor | Fitted] = {}
         self._cond: dict[tuple[str, int], Cond] = {}
 
     def modules(self) -> list[torch.nn.Module]:
@@ -139,12 +142,35 @@ class SDBase(TeachingMixin, LoadedBase):
                 self._latents[key] = latent
         return torch.stack([self._latents[k] for k in keys])
 
+    def bucket_latents(self, images: list[Path], resolution: int | None = None) -> list[Fitted]:
+        """VAE latents per image file at its aspect bucket for ``resolution`` (no square
+        crop), cached by path, mtime, file size and bucket size."""
+        res = resolution or self.resolution
+        keys = []
+        for path in images:
+            stat = Path(path).stat()
+            bucket = bucket_of(Path(path), res)
+            keys.append((str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, "bucket", *bucket))
+        todo = {k: p for k, p in zip(keys, images) if k not in self._latents}  # each file once
+        by_bucket: dict[tuple[int, int], list[tuple]] = {}
+        for key in todo:
+            by_bucket.setdefault(key[-2:], []).append(key)
+        for bucket, group in by_bucket.items():  # one size a batch: the VAE takes a tensor
+            loaded = [load_fitted(Path(todo[k]), bucket) for k in group]
+            with self.lock:
+                encoded = encode_images(self.pipe.vae, torch.stack([pixels for pixels, _, _ in loaded]))
+            for key, (_, fit, size), latent in zip(group, loaded, encoded):
+                self._latents[key] = Fitted(latent, fit, size)
+        return [self._latents[k] for k in keys]
+
     def denoising_error(self, images: list[Path], captions: list[str], *, seed: int = 0) -> list[float]:
         if len(images) != len(captions):
             raise ValueError("denoising_error needs one caption per image")
         if not images:
             return []
-        latents, cond = self.latents(images), self.cond(captions)
+        latents = (latents_for(self, [TrainItem(image=str(p), caption=c) for p, c in zip(images, captions)],
+                               self.resolution, True) if self.buckets else self.latents(images))
+        cond = self.cond(captions)
         with self.lock:
             self.adapters.activate(None, 0.0)
             errors = denoising_errors(self.pipe.unet, self.noise_scheduler(), latents, cond, seed=seed,

@@ -107,7 +107,16 @@ def eval_plan(seed: int, count: int, latent_shape: Sequence[int], t_low: int = 0
 def denoising_errors(unet, scheduler, latents: torch.Tensor, cond: Cond, *, seed: int, draws: int,
                      prediction_type: str, chunk: int = 16) -> torch.Tensor:
     """Mean squared error of the predicted noise, per image, over ``draws`` fixed
-    (noise, timestep) pairs. latents: (N, C, h, w) on any device; cond: N rows."""
+    (noise, timestep) pairs. latents: (N, C, h, w) on any device, or aspect-bucketed
+    latents (bucketed.BucketedLatents: each bucket measured on its own, with its items'
+    time ids); cond: N rows."""
+    if not isinstance(latents, torch.Tensor):
+        cond = cond if cond.time_ids is None else Cond(cond.embeds, cond.pooled, latents.time_ids.to(cond.time_ids))
+        errors = torch.zeros(len(latents))
+        for group in latents.groups():
+            errors[group] = denoising_errors(unet, scheduler, latents[group].stack(), cond.select(group), seed=seed,
+                                             draws=draws, prediction_type=prediction_type, chunk=chunk)
+        return errors
     n = latents.shape[0]
     noise, timesteps = eval_plan(seed, draws, latents.shape[1:])
     rows_img = torch.arange(n).repeat_interleave(draws)

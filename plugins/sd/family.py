@@ -53,7 +53,7 @@ class SDFamily(ModelFamily):
                                single_file_config=options.get("single_file_config"))
         threads = options.get("threads")
         return SDBase(loaded, base, device=device, eval_draws=int(options.get("eval_draws", 4)),
-                      threads=int(threads) if threads else None)
+                      threads=int(threads) if threads else None, buckets=ctx.config.prep.buckets)
 
     def train(self, base: LoadedBase, data: TrainSet, config: TrainConfig, out_dir: Path, ctx: "StageContext", *,
               max_steps: int | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainOutcome:

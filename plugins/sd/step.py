@@ -18,6 +18,7 @@ import torch
 
 from clood_candy.records import TrainConfig, TrainSet
 from clood_candy_plugins.sd import recipe
+from clood_candy_plugins.sd.bucketed import BucketedLatents, bucket_batch_indices, with_time_ids
 from clood_candy_plugins.sd.data import batch_indices, step_generator, step_seed, vary_caption
 from clood_candy_plugins.sd.denoise import encode_text, predict
 from clood_candy_plugins.sd.failures import free_memory, is_out_of_memory, out_of_memory_message
@@ -37,7 +38,7 @@ class Stepper:
     base: "SDBase"
     data: TrainSet
     config: TrainConfig
-    latents: torch.Tensor  # the training photos' latents, on CPU
+    latents: "torch.Tensor | BucketedLatents"  # the training photos' latents, on CPU (per bucket with prep.buckets)
     scheduler: Any
     unet: Any  # pipe.unet, or its torch.compile'd form
     params: list[torch.nn.Parameter]
@@ -51,6 +52,7 @@ class Stepper:
     def __post_init__(self) -> None:
         # A diffusers model's .dtype walks every module: 6 ms a call on the tiny UNet, once.
         self.dtype = self.base.pipe.unet.dtype
+        self.bucketed = isinstance(self.latents, BucketedLatents)
 
     def step(self, step: int) -> float:
         """Gradients for one optimizer step (over gradient_accumulation micro-batches),
@@ -77,8 +79,13 @@ class Stepper:
     def _draws(self, step: int, micro: int, count: int, gen: torch.Generator, *, stream: int):
         """Item indices, noise and timesteps for every process's share; returns this one's."""
         config, n = self.config, self.processes.count
-        index = batch_indices(count, config, step, micro, n, stream=stream, repeats=None if stream == 0 else 1)
-        shape = (len(index), *self.latents.shape[1:])
+        if stream == 0 and self.bucketed:  # one bucket a batch: its images share a size
+            index = bucket_batch_indices(self.latents.sizes, config, step, micro, n)
+            latent_shape = self.latents.latents[index[0]].shape
+        else:
+            index = batch_indices(count, config, step, micro, n, stream=stream, repeats=None if stream == 0 else 1)
+            latent_shape = (self.latents if stream == 0 else self.prior.latents).shape[1:]
+        shape = (len(index), *latent_shape)
         noise = torch.randn(shape, generator=gen)
         if config.noise_offset:  # lets the model learn overall brightness shifts
             noise = noise + config.noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=gen)
@@ -88,17 +95,40 @@ class Stepper:
         return index, index[mine], noise[mine], timesteps[mine], mine
 
     def _micro(self, step: int, micro: int) -> float:
-        config, base, device = self.config, self.base, self.base.device
+        config = self.config
         gen = step_generator(config.seed, step, micro)
         rng = random.Random(step_seed(config.seed, step, micro))
         everyone, index, noise, timesteps, mine = self._draws(step, micro, len(self.data.train), gen, stream=0)
         captions = [vary_caption(self.data.train[i].caption, config, rng) for i in everyone][mine]
-        x0 = self.latents[index]
+        if self.bucketed:
+            batch = self.latents[index]
+            x0, ids = batch.stack(), batch.time_ids
+        else:
+            x0, ids = self.latents[index], None
+        own = len(index)
+        parts = [(x0, noise, timesteps, captions, ids)]
         if self.prior is not None:  # the class images' half of the batch, drawn after the photos'
             _, c_index, c_noise, c_timesteps, _ = self._draws(step, micro, len(self.prior.latents), gen, stream=1)
-            x0 = torch.cat([x0, self.prior.latents[c_index]])
-            noise, timesteps = torch.cat([noise, c_noise]), torch.cat([timesteps, c_timesteps])
-            captions = captions + [self.prior.prompt] * len(c_index)
+            c_x0, c_captions = self.prior.latents[c_index], [self.prior.prompt] * len(c_index)
+            if c_x0.shape[1:] == x0.shape[1:]:  # one UNet call for both halves
+                parts = [(torch.cat([x0, c_x0]), torch.cat([noise, c_noise]), torch.cat([timesteps, c_timesteps]),
+                          captions + c_captions, ids)]
+            else:  # square class images beside a photo bucket of another size
+                parts.append((c_x0, c_noise, c_timesteps, c_captions, None))
+        per = torch.cat([self._losses(*part) for part in parts])
+        if self.prior is None:
+            loss = per.mean()
+        else:
+            loss = per[:own].mean() + self.prior.weight * per[own:].mean()
+        loss = loss / config.gradient_accumulation
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        return float(loss.detach())
+
+    def _losses(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, captions: list[str],
+                ids: torch.Tensor | None) -> torch.Tensor:
+        """The loss of each item: noise the latents, let the UNet guess. ``ids``: the
+        first items' SDXL time ids, when they are not the square default."""
+        config, base, device = self.config, self.base, self.base.device
         x0, noise, timesteps = x0.to(device), noise.to(device), timesteps.to(device)
         noisy = self.scheduler.add_noise(x0, noise, timesteps)
         target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, timesteps)
@@ -108,13 +138,6 @@ class Stepper:
         with self.autocast:
             if cond is None:
                 cond = encode_text(base.pipe, captions, self.resolution)
+            cond = with_time_ids(cond, ids)
             pred = predict(self.unet, noisy.to(dtype), timesteps, cond.to(device, dtype))
-        per = recipe.loss_items(pred.float(), target.float(), timesteps, self.scheduler, config, self.prediction_type)
-        if self.prior is None:
-            loss = per.mean()
-        else:
-            own = len(index)
-            loss = per[:own].mean() + self.prior.weight * per[own:].mean()
-        loss = loss / config.gradient_accumulation
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-        return float(loss.detach())
+        return recipe.loss_items(pred.float(), target.float(), timesteps, self.scheduler, config, self.prediction_type)

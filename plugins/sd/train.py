@@ -1,7 +1,8 @@
 """The LoRA training loop, top to bottom.
 
-1. Encode every photo once (VAE latents) and every distinct caption once (frozen text
-   encoder), so a step only runs the UNet. With prior preservation, generate the class
+1. Encode every photo once (VAE latents; with prep.buckets at its aspect bucket, see
+   bucketed.py) and every distinct caption once (frozen text encoder), so a step only
+   runs the UNet. With prior preservation, generate the class
    images once (kept in the run) and encode them too.
 2. Add an adapter (LoRA, DoRA, LoHa or LoKr) to the UNet's attention; only it learns.
 3. Each step: noise the latents at random timesteps, ask the UNet to predict the noise
@@ -32,7 +33,7 @@ from clood_candy.errors import UserError
 from clood_candy.records import TrainConfig, TrainOutcome, TrainSet
 from clood_candy.runstore import fingerprint
 from clood_candy_plugins.sd import checkpoint as ckpt
-from clood_candy_plugins.sd import lora, recipe, saving
+from clood_candy_plugins.sd import bucketed, lora, recipe, saving
 from clood_candy_plugins.sd.data import dataset_hash, step_seed
 from clood_candy_plugins.sd.denoise import denoising_errors, encode_text
 from clood_candy_plugins.sd.distributed import Processes
@@ -83,7 +84,7 @@ def _train(base, data, config, out_dir, ctx, max_steps, on_step, began) -> Train
     # Several processes make a step see batch_size × processes photos: another run, whose
     # checkpoints a different process count must not continue.
     identity = fingerprint(config.model_dump(mode="json"), base.base, resolution, dataset_hash(data.train),
-                           *([processes.count] if processes.count > 1 else []))
+                           *([processes.count] if processes.count > 1 else []), *bucketed.identity_parts(data))
     s = Session(base=base, data=data, config=config, out_dir=out_dir, ctx=ctx, processes=processes, target=target,
                 resolution=resolution, prediction_type=config.prediction_type or base.prediction_type, identity=identity,
                 began=began)
@@ -94,7 +95,7 @@ def _train(base, data, config, out_dir, ctx, max_steps, on_step, began) -> Train
         return done
 
     # 1. Encode once: latents for every photo, conditioning for every caption seen as-is.
-    train_latents = base.latents([Path(i.image) for i in data.train], resolution)
+    train_latents = bucketed.latents_for(base, data.train, resolution, data.buckets)
     if config.prior_preservation:
         s.prior = class_images(base, data, config, resolution, ctx, s.processes)
     with base.lock:
@@ -124,7 +125,7 @@ def _train(base, data, config, out_dir, ctx, max_steps, on_step, began) -> Train
 def _validation(s: Session):
     """The validation loss at fixed noise and timesteps, each process measuring its share."""
     validation = s.data.validation or s.data.train  # no held-out photos: measure on the training ones
-    latents = s.base.latents([Path(i.image) for i in validation], s.resolution)
+    latents = bucketed.latents_for(s.base, validation, s.resolution, s.data.buckets)
     captions = [i.caption for i in validation]
     scheduler = s.base.noise_scheduler(s.prediction_type)
     pipe = s.base.pipe
