@@ -1,8 +1,9 @@
 """exif-folder and baseline: captions from what the photographer recorded, and the control."""
 
-from clood_candy.records import Photo
 from clood_candy_plugins.captioners.baseline import BaselineCaptioner
 from clood_candy_plugins.captioners.exif_folder import ExifFolderCaptioner
+
+from clood_candy.records import Photo
 
 
 def photo(pid: str, folders: list[str], exif: dict) -> Photo:

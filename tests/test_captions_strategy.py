@@ -2,7 +2,12 @@
 
 import pytest
 
-from clood_candy.captions.strategy import STRATEGIES, apply_for_run, apply_strategy, resolve_style
+from clood_candy.captions.strategy import (
+    STRATEGIES,
+    apply_for_run,
+    apply_strategy,
+    resolve_style,
+)
 from clood_candy.records import CaptionResult, Photo, PhotoFacts
 
 COLOURS = ["red", "green", "blue", "red", "yellow", "green", "red", "blue", "green", "red"]

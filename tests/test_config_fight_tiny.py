@@ -5,9 +5,9 @@ every config is trained to the end."""
 import math
 
 import pytest
+from support.sd import module_ctx, recipe, train_set
 
 from clood_candy.fight.halving import successive_halving
-from support.sd import module_ctx, recipe, train_set
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@ photos to tell" when no result could be clear."""
 
 import pytest
 
-from clood_candy.fight.engine import Panel, run_fight
 from clood_candy.fight import stats
+from clood_candy.fight.engine import Panel, run_fight
 from clood_candy.fighters import Judge
 from clood_candy.records import Candidate, FightItem, Score
 

@@ -2,11 +2,11 @@
 wrong one (pairs from the studio's ground truth). The figures go in the issue notes."""
 
 import pytest
+from support.rubric import photo_for, right_caption, wrong_versions
 
+from clood_candy.captions.render import render
 from clood_candy.fight.engine import Panel, run_fight
 from clood_candy.records import Candidate, FightItem
-from clood_candy.captions.render import render
-from support.rubric import photo_for, right_caption, wrong_versions
 
 
 @pytest.mark.slow

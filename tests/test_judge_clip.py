@@ -20,10 +20,9 @@ def tiny_clip(tmp_path_factory):
     """CLIPModel + CLIPProcessor: a byte-level CLIPTokenizer (every byte a token, no merges)
     and a 32-pixel CLIPImageProcessor."""
     import torch
+    from clood_candy_plugins.sd.tokenizer import write_tokenizer
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    from clood_candy_plugins.sd.tokenizer import write_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-clip")
     write_tokenizer(folder)  # byte-level vocab.json and a header-only merges.txt

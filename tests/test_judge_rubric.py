@@ -3,15 +3,16 @@ truth, and the baseline control on the demo set."""
 
 
 import pytest
-
-from clood_candy.captions.render import render
-from clood_candy.captions.strategy import apply_strategy
-from clood_candy.records import Candidate, FightItem, Photo
 from clood_candy_plugins.captioners.baseline import BaselineCaptioner
 from clood_candy_plugins.captioners.exif_folder import ExifFolderCaptioner
 from clood_candy_plugins.captioners.vision_stats import VisionStatsCaptioner
 from clood_candy_plugins.judges.rubric import RubricJudge
 from support.rubric import photo_for, right_caption, wrong_versions
+
+from clood_candy.captions.render import render
+from clood_candy.captions.strategy import apply_strategy
+from clood_candy.records import Candidate, FightItem, Photo
+
 
 @pytest.fixture(scope="module")
 def demo_set(tmp_path_factory):

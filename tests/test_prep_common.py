@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from PIL import Image
-
 from support.prep import candy_photo, prepare
 
 

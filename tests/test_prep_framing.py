@@ -8,10 +8,9 @@ import json
 
 import numpy as np
 import pytest
+from clood_candy_plugins.prep import framing
 from PIL import Image
 from support.prep import blob_boxes, candy_photo, inside, prepare
-
-from clood_candy_plugins.prep import framing
 
 LAYOUTS = {
     "single-off-centre": ((800, 600), ((620, 150, 50, 35),)),

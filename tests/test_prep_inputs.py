@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clood_candy_plugins.prep import decode
 from PIL import Image
 from support.prep import candy_photo, prepare
-
-from clood_candy_plugins.prep import decode
 
 
 def _digest(folder: Path) -> dict[str, str]:

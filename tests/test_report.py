@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from clood_candy_plugins.report import section_training
+from clood_candy_plugins.report.media import draw_box, open_thumbnail
+from clood_candy_plugins.report.plugin import SECTIONS, HtmlReporter
+from clood_candy_plugins.report.section_lora import lora_stats
+from clood_candy_plugins.report.section_photos import reason_kind
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -23,11 +28,6 @@ from clood_candy.records import (
     TrainConfig,
     TrainOutcome,
 )
-from clood_candy_plugins.report import section_training
-from clood_candy_plugins.report.media import draw_box, open_thumbnail
-from clood_candy_plugins.report.plugin import SECTIONS, HtmlReporter
-from clood_candy_plugins.report.section_lora import lora_stats
-from clood_candy_plugins.report.section_photos import reason_kind
 
 ORANGE = (255, 120, 0)
 

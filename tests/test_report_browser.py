@@ -4,7 +4,6 @@ every section drawn, every image loaded, no errors, nothing fetched from anywher
 import shutil
 
 import pytest
-
 from clood_candy_plugins.report.plugin import SECTIONS
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -4,12 +4,11 @@ diffusion sections draw: latents, reconstruction, noising and the model's x0 gue
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from clood_candy_plugins.sd import teaching
 from clood_candy_plugins.sd.base import SDBase
 from clood_candy_plugins.sd.loading import load_pipeline
 from clood_candy_plugins.sd.teaching import TeachingMixin
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ once, checkpoints × weights for the first prompt, labelled grids."""
 from pathlib import Path
 
 import pytest
+from clood_candy_plugins.sampler.grid import MIN_CELL, labelled_grid
+from clood_candy_plugins.sampler.plugin import BASE, DefaultSampler, plan
 from PIL import Image
 
 from clood_candy.errors import UserError
 from clood_candy.records import SampleSet
 from clood_candy.stages import ModelFamily
-from clood_candy_plugins.sampler.grid import MIN_CELL, labelled_grid
-from clood_candy_plugins.sampler.plugin import BASE, DefaultSampler, plan
 
 
 class RecordingFamily(ModelFamily):

@@ -3,7 +3,6 @@ in the fight trains as if the failed one had never run."""
 
 import pytest
 import torch
-
 from support.sd import module_ctx, recipe, train_set
 
 

@@ -2,7 +2,6 @@
 SD1.5 / SDXL layouts (built on the meta device from the shipped configs: no weights)."""
 
 import pytest
-
 from clood_candy_plugins.sd import keymap
 
 
@@ -10,9 +9,8 @@ def _meta_unet(family):
     from importlib import resources
 
     from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
-
     from clood_candy_plugins.sd.loading import CONFIG_NAMES
+    from diffusers import UNet2DConditionModel
 
     folder = resources.files("clood_candy_plugins.sd") / "configs" / CONFIG_NAMES[family] / "unet"
     with init_empty_weights():
@@ -62,7 +60,10 @@ def test_sdxl_names_map_to_the_original_checkpoint_names(sdxl, diffusers_name, l
 
 def test_sdxl_kohya_names_round_trip_through_diffusers_own_converter(sdxl):
     """Our diffusers→LDM mapping, undone by diffusers' independent SGM→diffusers code."""
-    from diffusers.loaders.lora_conversion_utils import _convert_unet_lora_key, _maybe_map_sgm_blocks_to_diffusers
+    from diffusers.loaders.lora_conversion_utils import (
+        _convert_unet_lora_key,
+        _maybe_map_sgm_blocks_to_diffusers,
+    )
 
     modules = [n for n, m in sdxl.named_modules() if n.endswith(("to_q", "to_k", "to_v", "to_out.0", "proj_in"))]
     keys = {keymap.kohya_prefix("unet", n, "sdxl", sdxl.config) + ".lora_down.weight": n for n in modules}

@@ -3,10 +3,10 @@ configs-only folders that describe the real SD1.5 / SDXL architectures."""
 
 import pytest
 import torch
+from clood_candy_plugins.sd.loading import detect_family, load_pipeline
 from safetensors.torch import save_file
 
 from clood_candy.errors import UserError
-from clood_candy_plugins.sd.loading import detect_family, load_pipeline
 
 
 def test_family_detection(tmp_path):
@@ -80,11 +80,10 @@ def test_local_diffusers_folder_loads(make_ctx):
 ])
 def test_shipped_configs_describe_the_real_architectures(family, unet, text, text_2):
     from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     from clood_candy_plugins.sd.loading import configs_folder
     from clood_candy_plugins.sd.tokenizer import clip_bpe_path
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     if clip_bpe_path() is None:
         pytest.skip("configs folders need the real CLIP tokenizer files")

@@ -2,9 +2,9 @@
 modelspec's names (A1111 filters its LoRA list by them), toys by their own."""
 
 import pytest
+from clood_candy_plugins.sd.metadata import lora_metadata
 
 from clood_candy.records import TrainConfig, TrainItem, TrainSet
-from clood_candy_plugins.sd.metadata import lora_metadata
 
 
 def metadata(family: str, base: str, toy: bool) -> dict[str, str]:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from clood_candy_plugins.sd.keymap import OPENCLIP_PARTS, unet_to_ldm
 from safetensors.torch import save_file
 
 from clood_candy.errors import UserError
-from clood_candy_plugins.sd.keymap import OPENCLIP_PARTS, unet_to_ldm
 
 VAE_RESNET = {"conv_shortcut": "nin_shortcut"}
 VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}

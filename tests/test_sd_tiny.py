@@ -5,7 +5,6 @@ import hashlib
 import sys
 
 import pytest
-
 from clood_candy_plugins.sd import tokenizer as tok
 
 

@@ -4,8 +4,8 @@ output, training continues from checkpoints exactly, and bad recipes fail cleanl
 
 import importlib.util
 import json
-import math
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
-
 from support.sd import module_ctx, recipe, train_set
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -66,9 +66,8 @@ def test_lora_file_is_kohya_form_with_the_real_alpha(trained):
 
 
 def test_diffusers_loads_the_file_without_stray_keys_and_it_changes_the_output(trained, tmp_path):
-    from diffusers import StableDiffusionPipeline
-
     from clood_candy_plugins.sd.tiny import tiny_folder
+    from diffusers import StableDiffusionPipeline
 
     path = trained["ctx"].run.path(trained["final"].lora)
     pipe = StableDiffusionPipeline.from_pretrained(tiny_folder("tiny"), safety_checker=None, local_files_only=True)

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
+from clood_candy_plugins.prep.decode import read_exif
 from PIL import Image
 
 from clood_candy.captions.render import Chosen, render
 from clood_candy.records import Photo
-from clood_candy_plugins.prep.decode import read_exif
 
 LIGHTING = {"daylight": "daylight", "indoor": "warm indoor light", "night": "flash"}
 FRAMING = {"macro": "macro close-up", "medium": "medium shot", "wide": "wide shot"}
