@@ -24,6 +24,12 @@ class Preparer(ABC):
     def prepare(self, source: Path, out_dir: Path, settings: "PrepSettings", ctx: "StageContext") -> PrepReport:
         """Give every input file a verdict; write kept photos as square PNGs under out_dir."""
 
+    def check_source(self, source: Path) -> str | None:
+        """Why ``source`` cannot give a single photo, told from names alone (no file opened,
+        no model loaded), or None. Asked before any stage runs, so an empty folder costs
+        the user nothing; the default checks nothing."""
+        return None
+
 
 class Upscaler(ABC):
     name: str = ""

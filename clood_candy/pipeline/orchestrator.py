@@ -67,11 +67,24 @@ def check_plugins(ctx: StageContext, stages: list[str]) -> None:
         ctx.family()
 
 
+def check_inputs(ctx: StageContext, source: Path | None, stages: list[str]) -> None:
+    """Mistakes that need no model, found before one loads (for a hub id, a download of
+    gigabytes): no photos at all."""
+    if "prep" not in stages:
+        return
+    if source is None:
+        raise UserError("no photos folder: give PHOTOS_DIR or --demo")
+    problem = ctx.registry.get("preparer", ctx.config.prep.preparer).check_source(source)
+    if problem:
+        raise UserError(problem)
+
+
 def run_pipeline(ctx: StageContext, source: Path | None, stages: list[str], *, force: bool = False) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise UserError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(STAGES)})")
     check_plugins(ctx, stages)
+    check_inputs(ctx, source, stages)
     log_path = ctx.run.path("log.txt")
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -84,8 +97,6 @@ def run_pipeline(ctx: StageContext, source: Path | None, stages: list[str], *, f
             upstream = fp
             if stage not in stages:
                 continue
-            if stage == "prep" and source is None:
-                raise UserError("no photos folder: give PHOTOS_DIR or --demo")
             if not force and ctx.run.is_fresh(stage, fp):
                 ctx.progress.say(f"[{stage}] up to date, skipped")
                 continue

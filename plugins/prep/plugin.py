@@ -23,7 +23,7 @@ from clood_candy.records import Photo, PrepEntry, PrepReport
 from clood_candy.stages import Preparer, Upscaler
 from clood_candy_plugins.prep import dedup
 from clood_candy_plugins.prep.decode import open_photo
-from clood_candy_plugins.prep.sources import Listing, list_source, unique_ids
+from clood_candy_plugins.prep.sources import Listing, list_source, unique_ids, why_no_images
 from clood_candy_plugins.prep.worker import PNG_LEVEL, Job, Result, analyse
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ def run_jobs(jobs: list[Job], workers: int, advance: Callable[..., None]) -> Ite
 
 class DefaultPreparer(Preparer):
     name = "default"
+
+    def check_source(self, source: Path) -> str | None:
+        return why_no_images(Path(source).expanduser())
 
     def prepare(self, source: Path, out_dir: Path, settings: "PrepSettings", ctx: "StageContext") -> PrepReport:
         source = Path(source).expanduser()

@@ -200,6 +200,33 @@ def list_source(source: Path, unpack_dir: Path) -> Listing:
     return Listing(files, read_labels(source), source)
 
 
+def why_no_images(source: Path) -> str | None:
+    """Why ``source`` holds nothing prep would try as a photo (no file with an image
+    extension), or None. Names only: nothing is decoded, a zip only has its directory read."""
+    known = ", ".join(sorted(IMAGE_SUFFIXES))
+    if not source.exists():
+        return f"photos folder not found: {source}"
+    if source.is_file() and source.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(source) as zf:
+                names = [safe_member_name(i.filename) for i in zf.infolist() if not i.is_dir()]
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"not a readable zip archive: {source} ({exc})"
+        if any(n and not any(_skip(p) for p in n.split("/")) and PurePosixPath(n).suffix.lower() in IMAGE_SUFFIXES
+               for n in names):
+            return None
+        return f"no images found in {source}: no file in the archive is named like a photo ({known})"
+    if source.is_file():
+        return None if source.suffix.lower() in IMAGE_SUFFIXES else f"not an image file: {source} (known: {known})"
+    files = walk_folder(source)
+    if any(f.problem is None and f.culled is None for f in files):
+        return None
+    unreadable = [f for f in files if f.problem is not None]
+    if unreadable:
+        return f"no readable images in {source}: {unreadable[0].rel}: {unreadable[0].problem}"
+    return f"no images found in {source}: no file named like a photo ({known})"
+
+
 def slug(rel: str) -> str:
     """``jelly-belly/night/outdoor/IMG_0012.jpg`` → ``jelly-belly_night_outdoor_IMG_0012``."""
     stem = str(PurePosixPath(rel).with_suffix("")) if PurePosixPath(rel).suffix else rel

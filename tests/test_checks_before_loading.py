@@ -1,0 +1,79 @@
+"""Mistakes that need no model are found before the base model loads (on a user's machine
+that load can be a download of gigabytes): an empty or image-less photo folder. One line
+on stderr, exit code 2."""
+
+import pytest
+from click.testing import CliRunner
+
+from clood_candy.cli import cli
+
+
+@pytest.fixture
+def load_calls(monkeypatch):
+    """The SD families' load(), refused loudly; the list says whether anything tried."""
+    from clood_candy_plugins.sd.family import SDFamily
+
+    calls = []
+
+    def refuse(self, base, ctx):
+        calls.append(base)
+        raise AssertionError(f"the base model {base} was loaded")
+
+    monkeypatch.setattr(SDFamily, "load", refuse)
+    return calls
+
+
+def candy(tmp_path, photos, *args):
+    return CliRunner().invoke(cli, ["dogfood", "candy", str(photos), "--base", "tiny",
+                                    "--run-dir", str(tmp_path / "run"), "-q", *args])
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    return lines[0]
+
+
+def test_an_empty_folder_is_named_before_the_base_loads(tmp_path, load_calls):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = one_line_error(candy(tmp_path, empty))
+    assert "no images found" in line and str(empty) in line
+    assert load_calls == []
+
+
+def test_a_folder_of_text_files_has_no_images(tmp_path, load_calls):
+    notes = tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "readme.txt").write_text("beans")
+    (notes / "sub" / "list.csv").write_text("red,green")
+    (notes / "sub" / "script.py").write_text("print('not a photo')")
+    line = one_line_error(candy(tmp_path, notes))
+    assert "no images found" in line and str(notes) in line and ".jpg" in line
+    assert load_calls == []
+
+
+def test_a_zip_without_photos_has_no_images(tmp_path, load_calls):
+    import zipfile
+
+    archive = tmp_path / "beans.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("notes/readme.txt", "beans")
+        zf.writestr("__MACOSX/._bean.jpg", "resource fork, not a photo")
+    line = one_line_error(candy(tmp_path, archive))
+    assert "no images found" in line and str(archive) in line
+    assert load_calls == []
+
+
+def test_the_check_goes_by_the_preparers_own_extensions(tmp_path, load_calls):
+    from clood_candy_plugins.prep.sources import IMAGE_SUFFIXES
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "bean.heic").write_bytes(b"not decodable, but named like a photo")
+    assert ".heic" in IMAGE_SUFFIXES
+    # An image by its name passes the check; prep then judges the file itself (and fails it).
+    line = one_line_error(candy(tmp_path, folder, "--resolution", "64"))
+    assert "no usable photos" in line
+    assert load_calls == []
