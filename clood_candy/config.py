@@ -80,6 +80,13 @@ class CloodConfig(Section):
     sample: SampleSettings = Field(default_factory=SampleSettings)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-plugin options
 
+    def resolutions(self) -> list[tuple[str, int]]:
+        """Every resolution the user set, each with where it was set (unset ones are the
+        base's own, which suit it)."""
+        found = [("prep.resolution", self.prep.resolution), ("train.defaults.resolution", self.train.defaults.resolution)]
+        found += [(f"[[train.fight.configs]] '{c.name}' resolution", c.resolution) for c in self.train.fight.configs]
+        return [(where, value) for where, value in found if value is not None]
+
 
 DEMO_OVERRIDES: dict[str, Any] = {
     "base": "tiny",

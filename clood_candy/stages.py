@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from clood_candy.config import PrepSettings
     from clood_candy.context import StageContext
 
+# Below 64 no latent is left to denoise; above 4096 is a typo, not a training run.
+MIN_RESOLUTION, MAX_RESOLUTION = 64, 4096
+
 
 class Preparer(ABC):
     name: str = ""
@@ -94,6 +97,16 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def load(self, base: str, ctx: "StageContext") -> LoadedBase: ...
+
+    def check_resolution(self, resolution: int, buckets: bool) -> str | None:
+        """Why this family cannot train at ``resolution`` (with ``prep.buckets``: at its
+        aspect buckets), or None; asked before any model loads. The default suits latent
+        diffusion with an 8× VAE; a family with other needs (patches, a deeper VAE) overrides it."""
+        step, why = (64, "prep.buckets: bucket sides step by 64") if buckets else (8, "the VAE downsamples by 8")
+        if resolution % step == 0 and MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+            return None
+        nearest = min(max(round(resolution / step) * step, MIN_RESOLUTION), MAX_RESOLUTION)
+        return f"it must be a multiple of {step} from {MIN_RESOLUTION} to {MAX_RESOLUTION} ({why}); nearest: {nearest}"
 
     @abstractmethod
     def train(

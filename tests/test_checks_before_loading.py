@@ -1,9 +1,10 @@
 """Mistakes that need no model are found before the base model loads (on a user's machine
-that load can be a download of gigabytes): an empty or image-less photo folder. One line
-on stderr, exit code 2."""
+that load can be a download of gigabytes): an empty or image-less photo folder, and a
+resolution the model family cannot train at. One line on stderr, exit code 2."""
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from clood_candy.cli import cli
 
@@ -33,6 +34,13 @@ def one_line_error(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
     return lines[0]
+
+
+def a_photo_folder(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (96, 96), (200, 30, 40)).save(folder / "bean.png")
+    return folder
 
 
 def test_an_empty_folder_is_named_before_the_base_loads(tmp_path, load_calls):
@@ -77,3 +85,46 @@ def test_the_check_goes_by_the_preparers_own_extensions(tmp_path, load_calls):
     line = one_line_error(candy(tmp_path, folder, "--resolution", "64"))
     assert "no usable photos" in line
     assert load_calls == []
+
+
+@pytest.mark.parametrize("resolution, why", [("13", "multiple of 8"), ("4104", "4096"), ("32", "64")])
+def test_a_resolution_the_family_cannot_train_at(tmp_path, load_calls, resolution, why):
+    line = one_line_error(candy(tmp_path, a_photo_folder(tmp_path), "--resolution", resolution))
+    assert f"prep.resolution {resolution}" in line and why in line and "sd1" in line
+    assert load_calls == []
+
+
+def test_buckets_need_a_multiple_of_64(tmp_path, load_calls):
+    config = tmp_path / "clood.toml"
+    config.write_text("[prep]\nbuckets = true\nresolution = 520\n")
+    line = one_line_error(candy(tmp_path, a_photo_folder(tmp_path), "--config", str(config)))
+    assert "prep.resolution 520" in line and "multiple of 64" in line and "buckets" in line
+    assert load_calls == []
+
+
+def test_training_resolutions_are_checked_too(tmp_path, load_calls):
+    config = tmp_path / "clood.toml"
+    config.write_text("[train.defaults]\nresolution = 100\n")
+    line = one_line_error(candy(tmp_path, a_photo_folder(tmp_path), "--config", str(config)))
+    assert "train.defaults.resolution 100" in line and "multiple of 8" in line
+
+    config.write_text('[[train.fight.configs]]\nname = "fast"\n'
+                      '[[train.fight.configs]]\nname = "wide"\nresolution = 36\n')
+    line = one_line_error(candy(tmp_path, a_photo_folder(tmp_path / "again"), "--config", str(config)))
+    assert "[[train.fight.configs]] 'wide' resolution 36" in line and "multiple of 8" in line
+    assert load_calls == []
+
+
+def test_the_generic_rule_a_family_inherits():
+    from clood_candy.stages import ModelFamily
+
+    class Plain(ModelFamily):
+        name = "plain"
+        matches = load = train = generate = None
+
+    plain = Plain()
+    assert plain.check_resolution(512, buckets=False) is None
+    assert plain.check_resolution(520, buckets=False) is None
+    assert "multiple of 64" in plain.check_resolution(520, buckets=True)
+    assert "multiple of 8" in plain.check_resolution(13, buckets=False)
+    assert "64" in plain.check_resolution(32, buckets=False) and "4096" in plain.check_resolution(8192, buckets=False)

@@ -69,7 +69,14 @@ def check_plugins(ctx: StageContext, stages: list[str]) -> None:
 
 def check_inputs(ctx: StageContext, source: Path | None, stages: list[str]) -> None:
     """Mistakes that need no model, found before one loads (for a hub id, a download of
-    gigabytes): no photos at all."""
+    gigabytes): a resolution the family cannot train at, no photos at all."""
+    cfg = ctx.config
+    if {"prep", "train"} & set(stages) and cfg.resolutions():
+        family = ctx.family()
+        for where, resolution in cfg.resolutions():
+            problem = family.check_resolution(resolution, cfg.prep.buckets)
+            if problem:
+                raise UserError(f"{where} {resolution} does not suit the {family.name} family: {problem}")
     if "prep" not in stages:
         return
     if source is None:
