@@ -62,4 +62,5 @@ if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     echo "setup: chromium not found; install it for the report's browser test" >&2
   fi
 fi
-echo "setup: done ($venv, versions from $lock)"
+[ "$newest" = 1 ] && from="the newest allowed versions (torch held)" || from="versions from $lock"
+echo "setup: done ($venv, $from)"
