@@ -128,3 +128,20 @@ def test_the_generic_rule_a_family_inherits():
     assert "multiple of 64" in plain.check_resolution(520, buckets=True)
     assert "multiple of 8" in plain.check_resolution(13, buckets=False)
     assert "64" in plain.check_resolution(32, buckets=False) and "4096" in plain.check_resolution(8192, buckets=False)
+
+
+def test_a_recipe_trained_from_the_command_line_is_checked_too(tmp_path, load_calls, capsys):
+    from clood_candy.config import load_config
+    from clood_candy.records import TrainConfig, TrainSet
+    from clood_candy.runstore import RunStore
+    from clood_candy_plugins.sd import launch
+
+    run = tmp_path / "run"
+    RunStore.create(run, "t", load_config(None, {"base": "tiny"}).model_dump(mode="json"), None, demo=False)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(TrainConfig(name="odd", resolution=100).model_dump_json())
+    trainset = tmp_path / "trainset.json"
+    trainset.write_text(TrainSet(train=[], validation=[], trigger="jlybn", class_word="jellybean",
+                                 resolution=64).model_dump_json())
+    assert launch.main(["--run", str(run), "--recipe", str(recipe), "--trainset", str(trainset), "-q"]) == 2
+    assert "resolution 100" in capsys.readouterr().err and load_calls == []

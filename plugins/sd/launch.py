@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             from clood_candy.pipeline.train_stage import load_trainset
 
             data = load_trainset(ctx)
-        family, base = ctx.family(), ctx.base()
+        family, resolution = ctx.family(), config.resolution or data.resolution
+        problem = family.check_resolution(resolution, data.buckets)
+        if problem:  # the pipeline checked the run's own resolutions; a recipe file's is checked here
+            raise UserError(f"resolution {resolution} does not suit the {family.name} family: {problem}")
+        base = ctx.base()
         out = args.out or ctx.run.path("train", "fight", config.name)
         outcome = family.train(base, data, config, out, ctx, max_steps=args.max_steps)
     except UserError as exc:
