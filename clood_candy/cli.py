@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from clood_candy.config import DEMO_OVERRIDES, CloodConfig, load_config
+from clood_candy.config import DEMO_OVERRIDES, CloodConfig, deep_merge, load_config, reload_config
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.plugins import build_registry, load_plugins, pm
@@ -93,11 +93,9 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
 
     overrides = _overrides(base=base, trigger=trigger, **{"prep.resolution": resolution, "prep.keep_all": keep_all,
                                                            "caption.merge": merge})
+    warning = None
     if resume:
-        if not (resume / "run.json").is_file():
-            raise UserError(f"not a run folder (no run.json): {resume}")
-        run = RunStore.open(resume)
-        config = load_config(config_path, overrides, layers=[run.state.config])
+        run, config, warning = _resume(resume, config_path, overrides)
         demo = run.state.demo
         source = Path(run.state.source) if run.state.source else None
     else:
@@ -113,8 +111,11 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         root = run_dir or Path("runs") / f"{stamp}-{config.name}{'-demo' if demo else ''}"
         run = RunStore.create(root.resolve(), config.name, config.model_dump(mode="json"),
-                              str(source) if source else None, demo)
+                              str(source) if source else None, demo,
+                              config_file=str(config_path.resolve()) if config_path else None, flags=overrides)
     ctx = make_context(run, config, quiet)
+    if warning:
+        ctx.progress.say(warning, style="yellow")
     if demo and source is None:
         source = _render_demo_photos(ctx)
         run.state.source = str(source)
@@ -134,6 +135,22 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
         for key in ("lora", "report"):
             if key in run.state.outputs:
                 click.echo(f"{key.capitalize():>10}: {run.path(run.state.outputs[key])}")
+
+
+def _resume(resume: Path, config_path: Path | None, overrides: dict[str, Any]) -> tuple[RunStore, CloodConfig, str | None]:
+    """The run to continue, its config rebuilt with the real secrets (run.json has none),
+    and a warning when the config file it was started with is gone."""
+    if not (resume / "run.json").is_file():
+        raise UserError(f"not a run folder (no run.json): {resume}")
+    run = RunStore.open(resume)
+    recorded = run.state.config_file
+    config, used = reload_config(run.state, config_path, overrides)
+    run.set_config(config.model_dump(mode="json"), str(used.resolve()) if used else recorded,
+                   deep_merge(run.state.flags, overrides))
+    if recorded and used is None:
+        return run, config, (f"The config file this run used is gone ({recorded}): going on with the settings in "
+                             "run.json; secrets it held are left to the plugins' defaults and the environment")
+    return run, config, None
 
 
 def _render_demo_photos(ctx: StageContext) -> Path:
@@ -191,7 +208,7 @@ def open_run(run_dir: Path, quiet: bool = True) -> StageContext:
     if not (run_dir / "run.json").is_file():
         raise UserError(f"not a run folder (no run.json): {run_dir}")
     run = RunStore.open(run_dir.resolve())
-    config = load_config(None, layers=[run.state.config])
+    config, _ = reload_config(run.state)
     return make_context(run, config, quiet)
 
 

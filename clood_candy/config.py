@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clood_candy.errors import UserError
 from clood_candy.records import TrainConfig
+from clood_candy.runstore import RunState, without_secrets
 
 
 class Section(BaseModel):
@@ -134,3 +135,17 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
     except ValidationError as exc:
         where = f"{path}: " if path else "config: "
         raise UserError(where + _describe(exc)) from None
+
+
+def reload_config(state: RunState, given: Path | None = None,
+                  overrides: dict[str, Any] | None = None) -> tuple[CloodConfig, Path | None]:
+    """A resumed or reopened run's config, built as it was the first time: run.json's config
+    without the secrets it never kept (so plugin defaults and the environment apply), under
+    the user's config file (``given`` again, or the one the run used while it is still
+    there), under the run's own command-line flags and then today's. Returns the config
+    and the file read (None: no file)."""
+    recorded = Path(state.config_file) if state.config_file else None
+    path = given or (recorded if recorded is not None and recorded.is_file() else None)
+    flags = deep_merge(without_secrets(state.flags), overrides or {})
+    config = load_config(path, flags, layers=[without_secrets(state.config)])
+    return config, path

@@ -19,6 +19,7 @@ from clood_candy import fsutil
 STAGES = ["prep", "caption", "train", "sample", "report"]
 Status = Literal["pending", "running", "done", "failed", "skipped"]
 SECRET_WORDS = ("key", "token", "secret", "password")
+REDACTED = "<redacted>"
 
 
 class StageState(BaseModel):
@@ -36,7 +37,11 @@ class RunState(BaseModel):
     created: str
     source: str | None = None
     demo: bool = False
-    config: dict[str, Any]
+    config: dict[str, Any]  # the effective config, secrets redacted
+    # Where the config came from, so a resumed run builds it the same way, secrets and all:
+    # the clood.toml the run used (resolved) and the command-line flags laid over it.
+    config_file: str | None = None
+    flags: dict[str, Any] = Field(default_factory=dict)
     stages: dict[str, StageState] = Field(default_factory=lambda: {s: StageState() for s in STAGES})
     versions: dict[str, str] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
@@ -56,13 +61,27 @@ def versions() -> dict[str, str]:
     return found
 
 
+def _is_secret(key: str, value: Any) -> bool:
+    return isinstance(value, str) and any(w in key.lower() for w in SECRET_WORDS)
+
+
 def redact(value: Any) -> Any:
-    """Drop anything that looks like a secret before it reaches disk."""
+    """Anything that looks like a secret replaced by a placeholder before it reaches disk."""
     if isinstance(value, dict):
-        return {k: ("<redacted>" if any(w in k.lower() for w in SECRET_WORDS) and isinstance(v, str) else redact(v))
-                for k, v in value.items()}
+        return {k: REDACTED if _is_secret(k, v) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    return value
+
+
+def without_secrets(value: Any) -> Any:
+    """The same with the secret-looking keys left out, placeholders included: a config
+    rebuilt from run.json gets them from the user's file or the plugin's own default
+    (which may read the environment), never as the placeholder."""
+    if isinstance(value, dict):
+        return {k: without_secrets(v) for k, v in value.items() if not _is_secret(k, v)}
+    if isinstance(value, list):
+        return [without_secrets(v) for v in value]
     return value
 
 
@@ -77,19 +96,22 @@ class RunStore:
         self.state = state
 
     @classmethod
-    def create(cls, root: Path, name: str, config: dict[str, Any], source: str | None, demo: bool) -> "RunStore":
+    def create(cls, root: Path, name: str, config: dict[str, Any], source: str | None, demo: bool, *,
+               config_file: str | None = None, flags: dict[str, Any] | None = None) -> "RunStore":
         root.mkdir(parents=True, exist_ok=True)
         if (root / "run.json").exists():
             store = cls.open(root)
-            store.state.config = redact(config)
             store.state.source = source
             store.state.versions = versions()
-            store.save()
-            return store
-        state = RunState(name=name, created=now(), source=source, demo=demo, config=redact(config), versions=versions())
-        store = cls(root, state)
-        store.save()
+        else:
+            store = cls(root, RunState(name=name, created=now(), source=source, demo=demo, config={}, versions=versions()))
+        store.set_config(config, config_file, flags or {})
         return store
+
+    def set_config(self, config: dict[str, Any], config_file: str | None, flags: dict[str, Any]) -> None:
+        """Record the effective config (secrets redacted) and what it was built from."""
+        self.state.config, self.state.config_file, self.state.flags = redact(config), config_file, redact(flags)
+        self.save()
 
     @classmethod
     def open(cls, root: Path) -> "RunStore":

@@ -12,7 +12,7 @@ from clood_candy.captions.strategy import STRATEGIES
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.pipeline import caption_stage, prep_stage, report_stage, sample_stage, train_stage
-from clood_candy.runstore import STAGES, fingerprint
+from clood_candy.runstore import STAGES, fingerprint, without_secrets
 
 # (ctx, photos folder, force) → the stage's outputs; with force the caption stage also
 # asks its judges afresh rather than reusing the verdicts on file.
@@ -34,7 +34,9 @@ class StageFailed(Exception):
 def stage_inputs(ctx: StageContext, stage: str, source: Path | None) -> list[Any]:
     """What a stage's result depends on, beyond the stages before it."""
     cfg = ctx.config
-    common = [cfg.base, cfg.family, cfg.seed, cfg.plugins]
+    # No secret: its hash would sit in run.json, and a new key (or the same one now read
+    # from the environment) changes no result.
+    common = [cfg.base, cfg.family, cfg.seed, without_secrets(cfg.plugins)]
     if stage == "prep":
         return [str(source), prep_stage.source_listing(source) if source else None, cfg.prep.model_dump(mode="json")]
     if stage == "caption":

@@ -38,7 +38,7 @@ def _recipe(args, ctx) -> TrainConfig:
 
 
 def _context(run_dir: Path, quiet: bool):
-    from clood_candy.config import load_config
+    from clood_candy.config import reload_config
     from clood_candy.context import StageContext
     from clood_candy.plugins import build_registry, load_plugins
     from clood_candy.progress import Reporter
@@ -47,7 +47,7 @@ def _context(run_dir: Path, quiet: bool):
     if not (run_dir / "run.json").is_file():
         raise UserError(f"not a run folder (no run.json): {run_dir}")
     run = RunStore.open(run_dir.resolve())
-    config = load_config(None, layers=[run.state.config])
+    config, _ = reload_config(run.state)
     load_plugins()
     return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=quiet))
 
