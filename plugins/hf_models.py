@@ -3,6 +3,7 @@ model at hand, and on which device and dtype to run it."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -61,14 +62,29 @@ def availability(model: str, revision: str | None) -> tuple[str | None, bool]:
     return None, False
 
 
-def unavailable_reason(load_options, ctx) -> str | None:
-    """Why a local-model plugin cannot run (its options are invalid, or its model cannot be
-    found), or None: the ``unavailable`` of every plugin built on HfModelOptions."""
+def ships_own_code(model: str, revision: str | None, local_only: bool) -> bool:
+    """The model's config.json maps its classes to code in its own repository (``auto_map``):
+    loading it as its authors meant runs that code. Only config.json is read."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(model, "config.json", revision=revision, local_files_only=local_only))
+    return bool(json.loads(path.read_text(encoding="utf-8")).get("auto_map"))
+
+
+def unavailable_reason(load_options, ctx, refusal=None) -> str | None:
+    """Why a local-model plugin cannot run (its options are invalid, its model cannot be
+    found, or ``refusal(opts, local_only)`` says why it may not load), or None: the
+    ``unavailable`` of every plugin built on HfModelOptions."""
     try:
         opts = load_options(ctx)
     except ValueError as exc:
         return str(exc)
-    return availability(opts.model, opts.revision)[0]
+    reason, local_only = availability(opts.model, opts.revision)
+    return reason or (refusal(opts, local_only) if refusal else None)
 
 
 def pick_device(device: str, dtype: str) -> tuple[str, Any]:

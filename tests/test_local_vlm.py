@@ -198,3 +198,50 @@ def test_florence_class_model_captions_through_its_task_prompt(make_ctx, tiny_fl
         assert result.error is None and result.facts is None
         # post-processing removed the task's special tokens; what is left is our words
         assert result.caption and set(result.caption.split()) <= {"red", "green", "jellybean", "on", "white", "table"}
+
+
+@pytest.fixture
+def florence_with_its_own_code(tiny_florence, tmp_path):
+    """The tiny Florence-2 laid out as Microsoft's repos are: config.json's auto_map points at
+    modelling code shipped in the folder. That code, if ever imported, leaves a marker."""
+    import json
+    import shutil
+
+    folder = tmp_path / "remote-florence-2"
+    shutil.copytree(tiny_florence, folder)
+    marker = tmp_path / "remote-code-ran"
+    for module in ("configuration_florence2", "modeling_florence2"):
+        (folder / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_florence2.Florence2Config",
+                          "AutoModelForCausalLM": "modeling_florence2.Florence2ForConditionalGeneration"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, marker
+
+
+def test_a_model_that_ships_its_own_code_is_refused_until_the_user_trusts_it(make_ctx, florence_with_its_own_code):
+    folder, marker = florence_with_its_own_code
+    ctx = make_ctx(plugins={"local-vlm": {"model": str(folder)}})
+    captioner = ctx.registry.get("captioner", "local-vlm")
+    reason = captioner.unavailable(ctx)
+    assert reason and "\n" not in reason
+    assert f"set trust_remote_code = true under [plugins.local-vlm] if you trust {folder}" in reason
+    results = captioner.caption(photos_in(ctx.run.root, COLOURS[:2]), ctx)
+    assert all("set trust_remote_code = true" in r.error for r in results.values())
+    assert not marker.exists()  # not a line of the repo's code ran
+
+
+def test_trusting_remote_code_is_an_option_the_user_sets(make_ctx, florence_with_its_own_code):
+    folder, _ = florence_with_its_own_code
+    ctx = make_ctx(plugins={"local-vlm": {"model": str(folder), "trust_remote_code": True}})
+    assert ctx.registry.get("captioner", "local-vlm").unavailable(ctx) is None
+
+
+def test_a_converted_florence_captions_whether_or_not_remote_code_is_trusted(make_ctx, tiny_florence):
+    for trusted in (False, True):
+        ctx = make_ctx(plugins={"local-vlm": {"model": str(tiny_florence), "num_beams": 1, "max_new_tokens": 4,
+                                              "min_new_tokens": 2, "trust_remote_code": trusted}})
+        captioner = ctx.registry.get("captioner", "local-vlm")
+        assert captioner.unavailable(ctx) is None
+        results = captioner.caption(photos_in(ctx.run.root, COLOURS[:1]), ctx)
+        assert results["p0"].error is None and results["p0"].caption

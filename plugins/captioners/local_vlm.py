@@ -2,12 +2,14 @@
 
 BLIP-class models (``BlipForConditionalGeneration``, the default
 ``Salesforce/blip-image-captioning-base``) and Florence-2-class models (any id containing
-"florence": Microsoft's originals need ``trust_remote_code``; natively converted ones load
-as ``Florence2ForConditionalGeneration``). Options, ``[plugins.local-vlm]``: ``model``
+"florence": natively converted ones load as ``Florence2ForConditionalGeneration``;
+Microsoft's originals run modelling code from their own repository, which happens only
+with ``trust_remote_code = true``). Options, ``[plugins.local-vlm]``: ``model``
 (hub id or local folder), ``batch_size``, ``max_new_tokens``, ``min_new_tokens``,
 ``num_beams``, ``prompt`` (BLIP: a conditioning prefix such as "a photography of"),
 ``task`` (Florence-2: e.g. "<DETAILED_CAPTION>"), ``device`` and ``dtype`` ("auto": CUDA
-with bf16/fp16 when there is a GPU, else CPU fp32), ``revision``.
+with bf16/fp16 when there is a GPU, else CPU fp32), ``revision``, ``trust_remote_code``
+(default false).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from PIL import Image, ImageOps
 from pydantic import Field
 
-from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device, unavailable_reason
+from clood_candy_plugins.hf_models import (HfModelOptions, availability, pick_device, ships_own_code,
+                                           unavailable_reason)
 from clood_candy.fighters import Captioner
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import CaptionResult, Photo
@@ -36,6 +39,8 @@ class LocalVlmOptions(HfModelOptions):
     num_beams: int = Field(3, ge=1, le=16)
     prompt: str | None = None
     task: str = "<DETAILED_CAPTION>"
+    # Running code from a model's repository is the user's call, never implied by its name.
+    trust_remote_code: bool = False
 
     @property
     def florence(self) -> bool:
@@ -46,19 +51,40 @@ def load_options(ctx) -> LocalVlmOptions:
     return ctx.typed_options(PLUGIN, LocalVlmOptions)
 
 
+def needs_trust(model: str) -> str:
+    return (f"cannot load {model} without running code from its repository: "
+            f"set trust_remote_code = true under [plugins.{PLUGIN}] if you trust {model}")
+
+
+def refusal(opts: LocalVlmOptions, local_only: bool) -> str | None:
+    """Why the model may not load as it is configured: it ships its own code and the user
+    has not said to trust it. BLIP loads through transformers' own class, never repo code."""
+    if not opts.florence or opts.trust_remote_code:
+        return None
+    try:
+        return needs_trust(opts.model) if ships_own_code(opts.model, opts.revision, local_only) else None
+    except Exception:  # an unreadable config.json: loading it says what is wrong
+        return None
+
+
 @functools.lru_cache(maxsize=1)  # one model in memory; a second fight call reuses it
-def load_model(model_id: str, revision: str | None, florence: bool, device: str, dtype: Any, local_only: bool):
+def load_model(model_id: str, revision: str | None, florence: bool, trust_remote_code: bool, device: str, dtype: Any,
+               local_only: bool):
     from transformers import AutoProcessor, BlipForConditionalGeneration, BlipProcessor
 
     common = {"revision": revision, "local_files_only": local_only}
     if florence:
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True, **common)
-        try:  # Microsoft's repos ship their own modelling code
-            model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True, dtype=dtype, **common)
-        except ValueError:  # natively converted checkpoints (model_type florence2)
-            model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype, **common)
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code, **common)
+        model = None
+        if trust_remote_code:
+            try:  # Microsoft's repos ship their own modelling code
+                model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True, dtype=dtype, **common)
+            except ValueError:  # natively converted checkpoints (model_type florence2)
+                pass
+        if model is None:
+            model = AutoModelForImageTextToText.from_pretrained(model_id, trust_remote_code=False, dtype=dtype, **common)
     else:
         processor = BlipProcessor.from_pretrained(model_id, **common)
         model = BlipForConditionalGeneration.from_pretrained(model_id, dtype=dtype, **common)
@@ -70,19 +96,24 @@ class LocalVlmCaptioner(Captioner):
     description = "A local captioning model (BLIP or Florence-2) run with transformers; no API, no facts."
 
     def unavailable(self, ctx) -> str | None:
-        return unavailable_reason(load_options, ctx)
+        return unavailable_reason(load_options, ctx, refusal)
 
     def caption(self, photos: list[Photo], ctx) -> dict[str, CaptionResult]:
         opts = load_options(ctx)
         reason, local_only = availability(opts.model, opts.revision)
+        reason = reason or refusal(opts, local_only)
         if reason:
             return {p.id: CaptionResult(error=reason) for p in photos}
         device, dtype = pick_device(opts.device, opts.dtype)
         ctx.progress.say(f"Loading {opts.model} on {device} ({str(dtype).removeprefix('torch.')}) …")
         try:
-            processor, model = load_model(opts.model, opts.revision, opts.florence, device, dtype, local_only)
+            processor, model = load_model(opts.model, opts.revision, opts.florence, opts.trust_remote_code, device,
+                                          dtype, local_only)
         except Exception as exc:  # a broken or incompatible model fails every photo, with the reason
-            error = f"cannot load {opts.model}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+            if "trust_remote_code" in str(exc):  # code config.json did not declare (a processor's, say)
+                error = needs_trust(opts.model)
+            else:
+                error = f"cannot load {opts.model}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
             return {p.id: CaptionResult(error=error) for p in photos}
 
         results: dict[str, CaptionResult] = {}
