@@ -131,10 +131,11 @@ def test_the_generic_rule_a_family_inherits():
 
 
 def test_a_recipe_trained_from_the_command_line_is_checked_too(tmp_path, load_calls, capsys):
+    from clood_candy_plugins.sd import launch
+
     from clood_candy.config import load_config
     from clood_candy.records import TrainConfig, TrainSet
     from clood_candy.runstore import RunStore
-    from clood_candy_plugins.sd import launch
 
     run = tmp_path / "run"
     RunStore.create(run, "t", load_config(None, {"base": "tiny"}).model_dump(mode="json"), None, demo=False)
