@@ -32,7 +32,7 @@ from fakes.anthropic_server import PALETTE, FakeAnthropic, solid_photos  # noqa:
 from clood_candy.config import load_config  # noqa: E402
 from clood_candy.context import StageContext  # noqa: E402
 from clood_candy.plugins import build_registry, load_plugins  # noqa: E402
-from clood_candy.progress import Reporter  # noqa: E402
+from clood_candy.progress import Progress  # noqa: E402
 from clood_candy.records import Candidate, FightItem  # noqa: E402
 from clood_candy.runstore import RunStore  # noqa: E402
 
@@ -42,7 +42,7 @@ FAKE_KEY = "sk-ant-bench-fake-key"  # the fake server accepts anything; a real k
 def context(run_dir: Path, style: str, options: dict) -> StageContext:
     config = load_config(None, {"caption": {"style": style}, "plugins": {"claude": options}})
     run = RunStore.create(run_dir, "bench", config.model_dump(mode="json"), None, demo=False)
-    return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True))
+    return StageContext(run=run, config=config, registry=build_registry(), progress=Progress(quiet=True))
 
 
 def timed(fn, *args):

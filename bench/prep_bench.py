@@ -36,7 +36,7 @@ from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
 from clood_candy.config import load_config  # noqa: E402
 from clood_candy.context import StageContext  # noqa: E402
 from clood_candy.plugins import build_registry, load_plugins  # noqa: E402
-from clood_candy.progress import Reporter  # noqa: E402
+from clood_candy.progress import Progress  # noqa: E402
 from clood_candy.runstore import RunStore  # noqa: E402
 from clood_candy_plugins.prep import dedup  # noqa: E402
 from clood_candy_plugins.prep.plugin import available_cores  # noqa: E402
@@ -85,7 +85,7 @@ def stage(folder: Path, resolution: int, workers: int | None, run_dir: Path) -> 
     config = load_config(None, {"prep": {"resolution": resolution, "workers": workers}})
     load_plugins()
     run = RunStore.create(run_dir, "bench", config.model_dump(mode="json"), None, demo=False)
-    ctx = StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True))
+    ctx = StageContext(run=run, config=config, registry=build_registry(), progress=Progress(quiet=True))
     preparer = ctx.registry.get("preparer", "default")
     start = time.perf_counter()
     report = preparer.prepare(folder, run.path("prep"), config.prep, ctx)

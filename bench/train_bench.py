@@ -91,7 +91,7 @@ def worker_clood(args) -> dict:
     from clood_candy.config import load_config
     from clood_candy.context import StageContext
     from clood_candy.plugins import build_registry, load_plugins
-    from clood_candy.progress import Reporter
+    from clood_candy.progress import Progress
     from clood_candy.records import TrainConfig, TrainSet
     from clood_candy.runstore import RunStore
 
@@ -101,7 +101,7 @@ def worker_clood(args) -> dict:
     config = load_config(None, {"base": "tiny", "plugins": plugins})
     load_plugins()
     run = RunStore.create(work / "run", "bench", config.model_dump(mode="json"), None, demo=False)
-    ctx = StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True))
+    ctx = StageContext(run=run, config=config, registry=build_registry(), progress=Progress(quiet=True))
     data = TrainSet.model_validate_json(Path(args.trainset).read_text())
     recipe = TrainConfig(name="bench", rank=args.rank, alpha=float(args.rank), learning_rate=1e-4, steps=args.steps,
                          batch_size=args.batch, checkpoint_every=args.steps, validate_every=args.steps,

@@ -15,7 +15,7 @@ from clood_candy.config import DEMO_OVERRIDES, CloodConfig, deep_merge, load_con
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.plugins import build_registry, load_plugins, pm
-from clood_candy.progress import Reporter
+from clood_candy.progress import Progress
 from clood_candy.runstore import STAGES, RunStore
 
 
@@ -46,10 +46,10 @@ def cli(click_ctx: click.Context, plugins_dir: Path | None) -> None:
 
 def make_context(run: RunStore, config: CloodConfig, quiet: bool) -> StageContext:
     registry = build_registry()
-    reporter = Reporter(quiet=quiet)
+    progress = Progress(quiet=quiet)
     for problem in registry.problems:
-        reporter.say(f"plugin {problem.plugin} failed to load: {problem.error}", style="yellow")
-    return StageContext(run=run, config=config, registry=registry, progress=reporter)
+        progress.say(f"plugin {problem.plugin} failed to load: {problem.error}", style="yellow")
+    return StageContext(run=run, config=config, registry=registry, progress=progress)
 
 
 @cli.group()

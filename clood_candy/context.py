@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from clood_candy.config import CloodConfig
 from clood_candy.errors import UserError
 from clood_candy.plugins import Registry
-from clood_candy.progress import Reporter
+from clood_candy.progress import Progress
 from clood_candy.runstore import RunStore
 from clood_candy.stages import LoadedBase, ModelFamily
 
@@ -24,7 +24,7 @@ class StageContext:
     run: RunStore
     config: CloodConfig
     registry: Registry
-    progress: Reporter = field(default_factory=Reporter)
+    progress: Progress = field(default_factory=Progress)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("clood_candy"))
     _base: LoadedBase | None = None
 
@@ -42,9 +42,9 @@ class StageContext:
             raise ValueError(f"[plugins.{plugin_name}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
     def family(self) -> ModelFamily:
-        families = self.registry.of("trainer")
+        families = self.registry.of("family")
         if self.config.family:
-            return self.registry.get("trainer", self.config.family)
+            return self.registry.get("family", self.config.family)
         for family in families.values():
             if family.matches(self.config.base):
                 return family

@@ -23,7 +23,7 @@ def register_preparers(register):
 
 
 @hookspec
-def register_trainers(register):
+def register_model_families(register):
     """Call ``register(family)`` for each :class:`clood_candy.stages.ModelFamily`."""
 
 

@@ -28,11 +28,14 @@ KINDS = {
     "captioner": "register_captioners",
     "judge": "register_judges",
     "preparer": "register_preparers",
-    "trainer": "register_trainers",
+    "family": "register_model_families",
     "sampler": "register_samplers",
     "reporter": "register_reporters",
     "upscaler": "register_upscalers",
 }
+
+# Hooks that were renamed: a plugin still using the old name is told the new one.
+RENAMED_HOOKS = {"register_trainers": "register_model_families"}
 
 
 @dataclass
@@ -154,4 +157,20 @@ def build_registry() -> Registry:
                 registry.problems.append(
                     PluginProblem(plugin, f"{hook_name}: {type(exc).__name__}: {exc}", traceback.format_exc())
                 )
+    registry.problems.extend(_unknown_hooks())
     return registry
+
+
+def _unknown_hooks() -> list[PluginProblem]:
+    """pluggy keeps an implementation of a hook nobody declared without a word; a plugin
+    written for an older clood would then register nothing and never know why."""
+    problems = []
+    for hook_name in dir(pm.hook):
+        hook = getattr(pm.hook, hook_name)
+        if hook_name.startswith("_") or not isinstance(hook, pluggy.HookCaller) or hook.spec is not None:
+            continue
+        renamed = RENAMED_HOOKS.get(hook_name)
+        hint = f"it is now {renamed}" if renamed else f"known hooks: {', '.join(sorted(KINDS.values()))}"
+        for impl in hook.get_hookimpls():
+            problems.append(PluginProblem(impl.plugin_name, f"{hook_name} is not a clood hook ({hint})"))
+    return problems

@@ -7,10 +7,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as Bars
 
 
-class Reporter:
+class Progress:
+    """What a run says while it works: one-line messages and progress bars."""
+
     def __init__(self, quiet: bool = False, console: Console | None = None):
         self.quiet = quiet
         self.console = console or Console(stderr=True)
@@ -28,7 +31,7 @@ class Reporter:
             return
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}")]
-        with Progress(*columns, console=self.console, transient=False) as bar:
+        with Bars(*columns, console=self.console, transient=False) as bar:
             task_id = bar.add_task(description, total=total, note="")
 
             def advance(n: int = 1, note: str = "") -> None:

@@ -87,7 +87,7 @@ class LoadedBase(ABC):
 
 
 class ModelFamily(ABC):
-    """A model family (SD1, SDXL, …) and its LoRA trainer. Registered by ``register_trainers``."""
+    """A model family (SD1, SDXL, …) and its LoRA trainer. Registered by ``register_model_families``."""
 
     name: str = ""
 

@@ -25,14 +25,14 @@ def make_ctx(tmp_path):
     from clood_candy.config import load_config
     from clood_candy.context import StageContext
     from clood_candy.plugins import build_registry, load_plugins
-    from clood_candy.progress import Reporter
+    from clood_candy.progress import Progress
     from clood_candy.runstore import RunStore
 
     def make(**overrides):
         config = load_config(None, overrides)
         load_plugins()
         run = RunStore.create(tmp_path / "run", "test", config.model_dump(mode="json"), None, demo=False)
-        return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True))
+        return StageContext(run=run, config=config, registry=build_registry(), progress=Progress(quiet=True))
 
     return make
 

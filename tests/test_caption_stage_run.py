@@ -10,11 +10,11 @@ from clood_candy.fighters import Captioner, Judge
 from clood_candy.pipeline import caption_stage
 from clood_candy.pipeline.orchestrator import run_pipeline
 from clood_candy.plugins import Registered
-from clood_candy.progress import Reporter
+from clood_candy.progress import Progress
 from clood_candy.records import CaptionResult, Comparison, Photo, PrepReport
 
 
-class SaidLines(Reporter):
+class SaidLines(Progress):
     """A quiet reporter that keeps what it was asked to say."""
 
     def __init__(self):

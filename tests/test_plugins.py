@@ -12,7 +12,7 @@ from clood_candy.hookspecs import hookimpl
 from clood_candy.records import CaptionResult
 
 BUILT_INS = {
-    ("preparer", "default"), ("trainer", "sd1"), ("trainer", "sdxl"), ("captioner", "baseline"),
+    ("preparer", "default"), ("family", "sd1"), ("family", "sdxl"), ("captioner", "baseline"),
     ("captioner", "vision-stats"), ("captioner", "exif-folder"), ("captioner", "claude"),
     ("captioner", "local-vlm"), ("judge", "rubric"), ("judge", "diffusion-likelihood"), ("judge", "claude"),
     ("sampler", "default"), ("reporter", "html"),
@@ -103,3 +103,19 @@ def test_a_plugin_adds_a_command():
     finally:
         plugin_mod.pm.unregister(name="greeter")
         cli.commands.pop("hello-candy", None)
+
+
+def test_a_plugin_with_an_unknown_hook_is_told_so_and_given_the_new_name():
+    # register_trainers was renamed register_model_families: an old plugin must not be ignored silently
+    class OldStyle:
+        @hookimpl
+        def register_trainers(self, register):
+            raise AssertionError("never called: not a clood hook")
+
+    plugin_mod.pm.register(OldStyle(), name="old-style")
+    try:
+        problems = [p for p in plugin_mod.build_registry().problems if p.plugin == "old-style"]
+        assert len(problems) == 1
+        assert "register_trainers" in problems[0].error and "register_model_families" in problems[0].error
+    finally:
+        plugin_mod.pm.unregister(name="old-style")

@@ -83,13 +83,13 @@ def tiny_base(tmp_path_factory):
     from clood_candy.config import load_config
     from clood_candy.context import StageContext
     from clood_candy.plugins import build_registry, load_plugins
-    from clood_candy.progress import Reporter
+    from clood_candy.progress import Progress
     from clood_candy.runstore import RunStore
 
     load_plugins()
     config = load_config(None, {"base": "tiny"})
     run = RunStore.create(tmp_path_factory.mktemp("base") / "run", "t", config.model_dump(mode="json"), None, False)
-    return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True)).base()
+    return StageContext(run=run, config=config, registry=build_registry(), progress=Progress(quiet=True)).base()
 
 
 @pytest.fixture

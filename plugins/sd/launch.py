@@ -41,7 +41,7 @@ def _context(run_dir: Path, quiet: bool):
     from clood_candy.config import reload_config
     from clood_candy.context import StageContext
     from clood_candy.plugins import build_registry, load_plugins
-    from clood_candy.progress import Reporter
+    from clood_candy.progress import Progress
     from clood_candy.runstore import RunStore
 
     if not (run_dir / "run.json").is_file():
@@ -49,7 +49,7 @@ def _context(run_dir: Path, quiet: bool):
     run = RunStore.open(run_dir.resolve())
     config, _ = reload_config(run.state)
     load_plugins()
-    return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=quiet))
+    return StageContext(run=run, config=config, registry=build_registry(), progress=Progress(quiet=quiet))
 
 
 def main(argv: list[str] | None = None) -> int:

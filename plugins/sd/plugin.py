@@ -4,7 +4,7 @@ from clood_candy.hookspecs import hookimpl
 
 
 @hookimpl
-def register_trainers(register):
+def register_model_families(register):
     # Imported here: diffusers/transformers cost seconds, paid only when a family is used.
     from clood_candy_plugins.sd.family import SD1Family, SDXLFamily
 

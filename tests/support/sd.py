@@ -41,10 +41,10 @@ def module_ctx(root: Path, **overrides):
     from clood_candy.config import load_config
     from clood_candy.context import StageContext
     from clood_candy.plugins import build_registry, load_plugins
-    from clood_candy.progress import Reporter
+    from clood_candy.progress import Progress
     from clood_candy.runstore import RunStore
 
     config = load_config(None, overrides)
     load_plugins()
     run = RunStore.create(root / "run", "test", config.model_dump(mode="json"), None, demo=False)
-    return StageContext(run=run, config=config, registry=build_registry(), progress=Reporter(quiet=True))
+    return StageContext(run=run, config=config, registry=build_registry(), progress=Progress(quiet=True))
