@@ -70,7 +70,7 @@ class CloodConfig(Section):
     name: str = "candy"
     trigger: str = "jlybn"
     class_word: str = "jellybean"
-    base: str = "runwayml/stable-diffusion-v1-5"
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     family: str | None = None  # None: the first family whose ``matches(base)`` is true
     seed: int = 0
     allow_pickle: bool = False

@@ -96,3 +96,36 @@ def test_shipped_configs_describe_the_real_architectures(family, unet, text, tex
         if text_2:
             assert count(CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))) == text_2
     assert (folder / "tokenizer" / "vocab.json").is_file()
+
+
+def test_families_of_the_hub_ids_users_name_today():
+    # the maintained SD1.5 copy, and SDXL derivatives whose names carry no "xl" hint
+    assert detect_family("stable-diffusion-v1-5/stable-diffusion-v1-5") == "sd1"
+    assert detect_family("Lykon/dreamshaper-8") == "sd1"
+    assert detect_family("stabilityai/sdxl-turbo") == "sdxl"
+    assert detect_family("playgroundai/playground-v2.5-1024px-aesthetic") == "sdxl"
+    # transformer (flow-matching) bases are not SD UNets: no family claims them, so the error says so
+    # instead of loading Flux as SD1.5
+    for base in ("black-forest-labs/FLUX.1-dev", "stabilityai/stable-diffusion-3.5-medium", "Qwen/Qwen-Image"):
+        assert detect_family(base) is None, base
+
+
+def test_the_default_base_is_one_that_exists():
+    from clood_candy.config import CloodConfig
+
+    assert CloodConfig().base == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def test_the_removed_runwayml_id_loads_its_maintained_copy(monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    asked = []
+
+    def from_pretrained(base, **kwargs):
+        asked.append(base)
+        raise OSError("offline")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "from_pretrained", from_pretrained)
+    with pytest.raises(UserError, match="stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        load_pipeline("runwayml/stable-diffusion-v1-5", "sd1")
+    assert asked == ["stable-diffusion-v1-5/stable-diffusion-v1-5"]

@@ -60,7 +60,7 @@ def _toy(run: RunData) -> str:
     return note("These results come from a tiny model with random weights, built on this computer in seconds. "
                 "It has the real architecture — the same VAE, UNet, text encoder and LoRA file format as Stable "
                 "Diffusion — so every number and every step below is real, but its pictures are noise: it shows the "
-                "mechanics, not art. Give clood a real base model (--base runwayml/stable-diffusion-v1-5) for "
+                "mechanics, not art. Give clood a real base model (--base stable-diffusion-v1-5/stable-diffusion-v1-5) for "
                 "pictures of jellybeans.", "toy")
 
 

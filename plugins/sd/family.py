@@ -51,6 +51,9 @@ class SDFamily(ModelFamily):
         dtype = DTYPES[options.get("dtype", "fp32")]
         loaded = load_pipeline(base, self.name, allow_pickle=ctx.config.allow_pickle, dtype=dtype,
                                single_file_config=options.get("single_file_config"))
+        if loaded.loaded_from:
+            ctx.progress.say(f"'{base}' was removed from the Hugging Face Hub: loaded its maintained copy "
+                             f"'{loaded.loaded_from}' (name that one in clood.toml)")
         threads = options.get("threads")
         return SDBase(loaded, base, device=device, eval_draws=int(options.get("eval_draws", 4)),
                       threads=int(threads) if threads else None, buckets=ctx.config.prep.buckets)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from clood_candy.errors import UserError
 from clood_candy_plugins.sd.cache import build_once, cache_dir
+from clood_candy_plugins.sd.hub_ids import is_not_unet, known_family, maintained_id
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +37,7 @@ class LoadedPipeline:
     family: str
     kind: str  # tiny, folder, single-file, hub
     is_toy: bool
+    loaded_from: str = ""  # the Hub id actually downloaded, when it is not the one named
 
 
 def _looks_like_file(base: str) -> bool:
@@ -58,18 +60,30 @@ def _single_file_family(path: Path) -> str | None:
     return None
 
 
-def _hub_family(repo_id: str) -> str:
-    """From a cached model_index.json when there is one, else by the name (…xl…)."""
+def _cached_index(repo_id: str) -> Path | None:
+    """The Hub's model_index.json for ``repo_id`` when it is in the local cache."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(repo_id, "model_index.json")
-        if isinstance(cached, str):
-            found = PIPELINE_FAMILY.get(json.loads(Path(cached).read_text()).get("_class_name", ""))
-            if found:
-                return found
     except Exception:
-        pass
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _hub_family(repo_id: str) -> str | None:
+    """From a cached model_index.json when there is one, else the ids clood knows, else
+    by the name (…xl…); None for a transformer base no UNet family can train."""
+    index = _cached_index(repo_id)
+    if index is not None:
+        try:
+            return PIPELINE_FAMILY.get(json.loads(index.read_text()).get("_class_name", ""))
+        except (OSError, ValueError):
+            pass
+    if known_family(repo_id):
+        return known_family(repo_id)
+    if is_not_unet(repo_id):
+        return None
     return "sdxl" if "xl" in repo_id.lower() else "sd1"
 
 
@@ -202,11 +216,13 @@ def load_pipeline(base: str, family: str, *, allow_pickle: bool = False, dtype: 
         return LoadedPipeline(pipe, family, "single-file", False)
 
     if HF_ID.match(base):
+        repo_id = maintained_id(base, cached=_cached_index(base) is not None)
+        moved = f" ('{base}' was removed from the Hub; tried its maintained copy)" if repo_id != base else ""
         try:
-            pipe = cls.from_pretrained(base, **common)
+            pipe = cls.from_pretrained(repo_id, **common)
         except Exception as exc:
-            raise UserError(f"could not load '{base}' from the Hugging Face hub (offline, misspelt or gated?): "
-                            f"{_first_line(exc)}") from None
-        return LoadedPipeline(pipe, family, "hub", False)
+            raise UserError(f"could not load '{repo_id}' from the Hugging Face hub (offline, misspelt or gated?)"
+                            f"{moved}: {_first_line(exc)}") from None
+        return LoadedPipeline(pipe, family, "hub", False, loaded_from=repo_id if moved else "")
     raise UserError(f"base '{base}' is not 'tiny', 'tiny-sdxl', a diffusers folder, a .safetensors file "
                     "or a Hugging Face id")
