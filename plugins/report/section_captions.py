@@ -52,6 +52,9 @@ def _judges(run: RunData, fight: FightResult) -> str:
         flip = fight.flip_rates.get(name)
         flip_text = (f"changed its mind in {flip:.0%} of pairs when the two captions were swapped"
                      if flip is not None else "scores each caption on its own (no order to swap)")
+        failures = fight.judge_failures.get(name)
+        if failures is not None and failures.note:
+            flip_text += f"; <b>{esc(failures.note)}</b> (those photos went without its vote)"
         rows.append([esc(name), f"{weight:g}", esc(_description(run, "judge", name)), flip_text])
     for key, why in fight.forfeits.items():
         if key.startswith("judge:"):

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from clood_candy.records import ConfigFightResult, TrainConfig
+from clood_candy.records import ConfigFightResult, TrainConfig, TrainOutcome
 from clood_candy_plugins.report.media import chart_figure, chart_uri, img
 from clood_candy_plugins.report.page import Section, esc, lesson, note, table
 from clood_candy_plugins.report.rundata import RunData
@@ -117,6 +117,24 @@ def bracket(fight: ConfigFightResult, reference: TrainConfig) -> str:
     return table(headers, rows)
 
 
+SHORT_HORIZON = 0.25  # rounds shorter than this share of the final run mostly measure speed
+
+
+def short_horizon(fight: ConfigFightResult, outcome: TrainOutcome | None) -> str:
+    """A warning when the fight's longest round is a small share of the run it chose for."""
+    if outcome is None or not fight.rounds or outcome.steps_done <= 0:
+        return ""
+    budgets = [r.budget for r in fight.rounds]
+    share = max(budgets) / outcome.steps_done
+    if share >= SHORT_HORIZON:
+        return ""
+    listed = ", ".join(str(b) for b in budgets[:-1]) + (" and " if len(budgets) > 1 else "") + str(budgets[-1])
+    return (f"The rounds were {listed} steps, the longest {round(share * 100):g} % of the {outcome.steps_done}-step "
+            "run. A short round favours the recipe that learns fastest, usually the one with the highest learning "
+            "rate, and says little about which ends best or which starts to copy your photos: longer rounds "
+            "([train.fight] budgets) make a fairer fight.")
+
+
 def checkpoint_label(name: str) -> str:
     """'step-20' → 'after 20 steps'; other names as they are."""
     digits = "".join(ch for ch in name if ch.isdigit())
@@ -199,6 +217,9 @@ def build(run: RunData) -> Section:
             "(<i>successive halving</i>), so the slow recipes are dropped early and the time goes to the promising "
             + (f"ones. {esc(fight.winner)} won." if fight.winner else "ones. Every recipe failed, so none won.")))
         body.append(bracket(fight, run.config.train.defaults))
+        horizon = short_horizon(fight, outcome)
+        if horizon:
+            body.append(note(horizon, "warn"))
         if fight.failures:
             body.append(note("Failed: " + "; ".join(f"{esc(k)} — {esc(v)}" for k, v in fight.failures.items()), "warn"))
         race = race_chart(run, fight)
