@@ -4,12 +4,14 @@ falls and the LoRA is saved and verified; a continued run equals an uninterrupte
 SDXL's time ids carry each photo's true size and crop; prior preservation and the
 denoising-error judge work with bucketed images; with buckets off nothing changes."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 from support.sd import module_ctx, recipe
 
@@ -130,6 +132,20 @@ def test_with_buckets_off_the_same_photos_train_as_centre_squares(trained, tmp_p
     outcome = family.train(base, data, recipe(steps=2, checkpoint_every=100, validate_every=100), tmp_path / "sq", ctx)
     assert outcome.error is None and spy.batches == []
     assert {shape for shape, _ in spy.calls} == {(2, 4, 8, 8)}
+    with safe_open(str(outcome.lora), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta["ss_enable_bucket"] == "False" and meta["ss_bucket_info"] == "null"
+
+
+def test_the_lora_says_which_buckets_it_trained_at_as_kohya_does(trained):
+    with safe_open(str(trained["direct"].lora), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta["ss_enable_bucket"] == "True"
+    info = json.loads(meta["ss_bucket_info"])
+    counts = {tuple(b["resolution"]): b["count"] for b in info["buckets"].values()}
+    assert counts == {(80, 48): 2, (64, 64): 1, (48, 80): 1}  # two 3:2, one square, one 2:3 training photo
+    assert 0 <= info["mean_img_ar_error"] < 0.2
+    assert meta["ss_min_bucket_reso"] == "48" and meta["ss_max_bucket_reso"] == "80"
 
 
 def test_prior_preservation_beside_bucketed_photos(trained):

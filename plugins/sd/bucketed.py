@@ -9,6 +9,7 @@ an order from (seed, epoch) too, so a continued run replays an uninterrupted one
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -176,3 +177,23 @@ def identity_parts(data: TrainSet) -> list:
     if not data.buckets:
         return []
     return ["buckets", [[item.original_size, item.crop_box] for item in data.train]]
+
+
+def bucket_metadata(items: list[TrainItem], resolution: int, buckets: bool) -> dict[str, str]:
+    """kohya's bucket keys (A1111 and civitai show them): how many training images each
+    bucket held, how far their ratios were from it, the smallest and largest side."""
+    if not buckets:
+        return {"ss_enable_bucket": "False", "ss_bucket_info": "null"}
+    counts: Counter[tuple[int, int]] = Counter()
+    errors = []
+    for item in items:
+        width, height = upright_size(Path(item.image))
+        bucket = nearest_bucket((width, height), resolution)
+        counts[bucket] += 1
+        errors.append(abs(width / height - bucket[0] / bucket[1]))
+    ordered = sorted(counts, key=lambda b: (b[0] * b[1], b))
+    info = {"buckets": {str(i): {"resolution": list(b), "count": counts[b]} for i, b in enumerate(ordered)},
+            "mean_img_ar_error": sum(errors) / len(errors) if errors else 0.0}
+    sides = [side for b in counts for side in b] or [resolution]
+    return {"ss_enable_bucket": "True", "ss_bucket_info": json.dumps(info), "ss_bucket_no_upscale": "False",
+            "ss_min_bucket_reso": str(min(sides)), "ss_max_bucket_reso": str(max(sides))}

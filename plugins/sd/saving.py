@@ -15,6 +15,7 @@ from clood_candy import fsutil
 from clood_candy.records import TrainConfig, TrainOutcome, TrainSet
 from clood_candy_plugins.sd import checkpoint as ckpt
 from clood_candy_plugins.sd import lora
+from clood_candy_plugins.sd.bucketed import bucket_metadata
 from clood_candy_plugins.sd.data import describe_data
 from clood_candy_plugins.sd.failures import disk_full_message, is_disk_full
 from clood_candy_plugins.sd.metadata import lora_metadata
@@ -65,6 +66,7 @@ def save_lora(s: Session, path_base: Path, steps: int) -> dict[str, Any]:
     """Write kohya + diffusers files for the adapter as it is now; verify the kohya file."""
     state = lora.adapter_state(s.base.pipe, s.config)
     facts = describe_data(s.data.train, s.data.validation, s.config, s.data.trigger)
+    facts.update(bucket_metadata(s.data.train, s.resolution, s.data.buckets))
     if s.prior is not None:  # kohya's names for regularisation images
         facts.update(ss_num_reg_images=str(len(s.prior.images)), ss_prior_loss_weight=str(s.prior.weight),
                      ss_class_prompt=s.prior.prompt)
