@@ -1,6 +1,14 @@
 """Check a saved LoRA the way its users will meet it: diffusers loads it with no stray or
 missing keys and it changes (and reproduces) the trained model's output, and every key
-resolves under A1111's and ComfyUI's rules for the family."""
+resolves under A1111's and ComfyUI's rules for the family.
+
+Like is compared with like. A loader holds a file's weights in the base's dtype; training
+holds its adapter in fp32 even on a bf16/fp16 base. So the trained adapter is compared
+rounded to the base's dtype, on the same base, and the outputs may differ by what that
+precision cannot resolve (a few ``finfo(dtype).eps`` at the output's scale), no more.
+Independently of any output, every trained layer must come back from the file with the
+same weight change, scale included: a wrong alpha or a module left out fails even where
+its effect on the probe is below the base's precision."""
 
 from __future__ import annotations
 
@@ -18,6 +26,11 @@ from clood_candy_plugins.sd.denoise import encode_text, predict
 from clood_candy_plugins.sd.lora import ADAPTER, activate_only, load_with_peft, needs_peft_reader, quiet_peft, to_kohya
 
 CHECK_ADAPTER = "clood_verify"
+# Outputs (and each layer's weight change) at the base's precision may differ by this many
+# eps at their scale: like with like they agree to the last bit on the CPU; the margin is for
+# rounding that differs with the order of operations (LoKr's scale baked into w1, GPU
+# kernels). A wrong alpha or a missing module moves them by far more.
+OUTPUT_EPS = 8
 
 
 @contextmanager
@@ -56,6 +69,67 @@ def _probe(pipe, resolution: int, prompt: str) -> torch.Tensor:
     out = predict(pipe.unet, noisy.to(pipe.unet.device, dtype), torch.tensor([500], device=pipe.unet.device),
                   cond.to(pipe.unet.device, dtype))
     return out.float().cpu()
+
+
+def compute_eps(dtype: torch.dtype, device: torch.device) -> float:
+    """The relative precision a base computes at: its dtype's eps, or TF32's (10 mantissa
+    bits) for fp32 on a GPU that lets cuBLAS/cuDNN round inputs to TF32."""
+    if dtype == torch.float32 and device.type == "cuda" and (
+            torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32):
+        return 2.0 ** -10
+    return float(torch.finfo(dtype).eps)
+
+
+def tolerance(want: torch.Tensor, eps: float) -> float:
+    """How far an output computed at precision ``eps`` may differ from ``want`` and still be the same."""
+    return OUTPUT_EPS * eps * max(1.0, float(want.abs().max()))
+
+
+@contextmanager
+def _at_base_precision(pipe, adapter: str):
+    """The adapter's weights held as a loader holds a file's: in each model's dtype (attach
+    keeps the trained ones in fp32 even on a half-precision base). Restored exactly after."""
+    kept = []
+    try:
+        for model in (pipe.unet, *_components(pipe).values()):
+            dtype = model.dtype  # a property that walks the parameters: once per model
+            for name, param in model.named_parameters():
+                if f".{adapter}." in name + "." and param.dtype != dtype:
+                    kept.append((param, param.data))
+                    param.data = param.data.to(dtype)
+        yield
+    finally:
+        for param, data in kept:
+            param.data = data
+
+
+@torch.no_grad()
+def _weight_report(pipe, family: str, eps: float) -> dict[str, Any]:
+    """Every layer the training adapted, against the same layer under the loaded file:
+    modules the file does not adapt, and the largest difference in weight change (scale
+    included: get_delta_weight is what merging applies; DoRA's magnitudes beside it),
+    relative to the trained change."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    missing, worst = [], 0.0
+    for component, model in {"unet": pipe.unet, **_components(pipe)}.items():
+        for name, module in model.named_modules():
+            if not isinstance(module, BaseTunerLayer) or ADAPTER not in getattr(module, "scaling", {}):
+                continue
+            if CHECK_ADAPTER not in module.scaling:
+                missing.append(keymap.kohya_prefix(component, name, family, pipe.unet.config))
+                continue
+            pairs = [(module.get_delta_weight(ADAPTER), module.get_delta_weight(CHECK_ADAPTER))]
+            magnitudes = getattr(module, "lora_magnitude_vector", None)  # DoRA's, not in the delta
+            if magnitudes is not None and ADAPTER in magnitudes and CHECK_ADAPTER in magnitudes:
+                pairs.append((magnitudes[ADAPTER].weight, magnitudes[CHECK_ADAPTER].weight))
+            for want, got in pairs:
+                want, got = want.float(), got.float()
+                scale = float(want.abs().max())
+                if scale > 0 or float(got.abs().max()) > 0:
+                    worst = max(worst, float((got - want).abs().max()) / max(scale, 1e-12))
+    return {"modules_not_in_file": sorted(missing), "weights_max_rel_diff": worst,
+            "weights_reproduce_trained": not missing and worst <= OUTPUT_EPS * eps}
 
 
 def key_report(path: Path, pipe, family: str) -> dict[str, list[str]]:
@@ -117,12 +191,16 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
     with_peft = needs_peft_reader(path)
     result["loaded_by"] = "peft (kohya reader)" if with_peft else "diffusers load_lora_weights"
     outputs: dict[str, torch.Tensor] = {}
+    dtype = pipe.unet.dtype  # the base's precision: what the outputs are computed at
+    eps = compute_eps(dtype, pipe.unet.device)
+    result["dtype"], result["compute_eps"] = str(dtype).removeprefix("torch."), eps
     try:
         activate_only(pipe, [])
         outputs["base"] = _probe(pipe, resolution, prompt)
         if trained_adapter:
             activate_only(pipe, [ADAPTER])
-            outputs["trained"] = _probe(pipe, resolution, prompt)
+            with _at_base_precision(pipe, ADAPTER):
+                outputs["trained"] = _probe(pipe, resolution, prompt)
         error, result["load_warnings"] = _try_load(pipe, path, with_peft=with_peft, family=family)
         result["diffusers_load"] = error is None and not with_peft
         if error:
@@ -132,12 +210,15 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
             rebuilt = set(to_kohya(loaded, config, family, pipe.unet.config)) if loaded else set()
             result["unexpected_keys"] = sorted(keys - rebuilt)
             result["missing_keys"] = sorted(rebuilt - keys)
+            if trained_adapter:
+                with _at_base_precision(pipe, ADAPTER):
+                    result.update(_weight_report(pipe, family, eps))
             activate_only(pipe, [CHECK_ADAPTER])
             outputs["file"] = _probe(pipe, resolution, prompt)
             result["output_change"] = float((outputs["file"] - outputs["base"]).abs().max())
             result["output_changed"] = result["output_change"] > 1e-6
             if "trained" in outputs:
-                result.update(_compare(outputs["file"], outputs["trained"], "reproduces_trained"))
+                result.update(_compare(outputs["file"], outputs["trained"], "reproduces_trained", eps))
         _drop(pipe, CHECK_ADAPTER)
         if diffusers_file is not None and config.variant in ("lora", "dora") and "trained" in outputs:
             error, _ = _try_load(pipe, diffusers_file, with_peft=False, family=family)
@@ -145,7 +226,8 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
                 result["diffusers_file_error"] = error
             else:
                 activate_only(pipe, [CHECK_ADAPTER])
-                result.update(_compare(_probe(pipe, resolution, prompt), outputs["trained"], "diffusers_file_reproduces"))
+                got = _probe(pipe, resolution, prompt)
+                result.update(_compare(got, outputs["trained"], "diffusers_file_reproduces", eps))
     finally:
         _drop(pipe, CHECK_ADAPTER)
         activate_only(pipe, [ADAPTER] if trained_adapter else [])
@@ -158,14 +240,15 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
         "load_error" not in result and "diffusers_file_error" not in result
         and not result["unexpected_keys"] and not result["missing_keys"]
         and result.get("output_changed") and result.get("reproduces_trained", True)
+        and result.get("weights_reproduce_trained", True)
         and result.get("diffusers_file_reproduces", True)
         and result["alpha_matches_config"] and not result["a1111_unmapped"] and not result["comfyui_unmapped"])
     return result
 
 
-def _compare(got: torch.Tensor, want: torch.Tensor, name: str) -> dict[str, Any]:
-    diff = float((got - want).abs().max())
-    return {f"{name}_max_diff": diff, name: diff <= 1e-4 * (1.0 + float(want.abs().max()))}
+def _compare(got: torch.Tensor, want: torch.Tensor, name: str, eps: float) -> dict[str, Any]:
+    diff, allowed = float((got - want).abs().max()), tolerance(want, eps)
+    return {f"{name}_max_diff": diff, f"{name}_tolerance": allowed, name: diff <= allowed}
 
 
 def problem(result: dict[str, Any]) -> str | None:
@@ -174,7 +257,8 @@ def problem(result: dict[str, Any]) -> str | None:
         return None
     for key, why in (("load_error", "does not load"), ("diffusers_file_error", "(diffusers format) does not load"),
                      ("unexpected_keys", "has keys the loader does not use"),
-                     ("missing_keys", "lacks keys"), ("a1111_unmapped", "has keys A1111 cannot map"),
+                     ("missing_keys", "lacks keys"), ("modules_not_in_file", "lacks trained modules"),
+                     ("a1111_unmapped", "has keys A1111 cannot map"),
                      ("comfyui_unmapped", "has keys ComfyUI cannot map")):
         if result.get(key):
             detail = result[key] if isinstance(result[key], str) else ", ".join(result[key][:3])
@@ -185,4 +269,7 @@ def problem(result: dict[str, Any]) -> str | None:
         return f"{result['file']} loads but does not change the output"
     if not result.get("reproduces_trained", True):
         return f"{result['file']} does not reproduce the trained model's output"
+    if not result.get("weights_reproduce_trained", True):
+        return (f"{result['file']} does not reproduce the trained weight changes "
+                f"(relative difference {result.get('weights_max_rel_diff', 0):.2g})")
     return f"{result['file']}: the diffusers-format file does not reproduce the trained model's output"
