@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from clood_candy import fsutil
+from clood_candy import edits, fsutil
 from clood_candy.captions.strategy import apply_for_run
 from clood_candy.context import StageContext
 from clood_candy.fight.engine import Panel, run_fight
@@ -86,8 +86,20 @@ def run(ctx: StageContext, *, force: bool = False) -> dict[str, Any]:
     ctx.progress.say(f"  {result.verdict}")
 
     written = _write_dataset(ctx, photos, finals, result)
+    hand = _keep_hand_edits(ctx, photos)
     return {"winner": result.winner, "clear": result.clear, "fighters": result.fighters,
-            "forfeits": result.forfeits, "dataset_images": written}
+            "forfeits": result.forfeits, "dataset_images": written - hand["culled"] + hand["restored"],
+            "hand_edits": hand}
+
+
+def _keep_hand_edits(ctx: StageContext, photos: list[Photo]) -> dict[str, int]:
+    """What the user changed in ``clood review`` outlives this stage: the dataset was just
+    rewritten from the fight, so their captions and culls are laid over it again."""
+    done = edits.apply_to_dataset(ctx.run.root, edits.load(ctx.run.root), photos)
+    if any(done.values()):
+        ctx.progress.say(f"  kept your hand edits ({edits.EDITS}): {done['captions']} caption(s), "
+                         f"{done['culled']} photo(s) culled, {done['restored']} brought back")
+    return done
 
 
 def _panel(ctx: StageContext) -> Panel:

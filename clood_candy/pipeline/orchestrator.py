@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from clood_candy import edits
 from clood_candy.captions.strategy import STRATEGIES
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
@@ -42,7 +43,10 @@ def stage_inputs(ctx: StageContext, stage: str, source: Path | None) -> list[Any
     if stage == "caption":
         return common + [cfg.trigger, cfg.class_word, cfg.caption.model_dump(mode="json")]
     if stage == "train":
-        return common + [cfg.train.model_dump(mode="json")]
+        # Captions edited by hand (clood review) change what trains, not what the caption stage
+        # made: only training and what follows it run again. Left out when there are none.
+        hand = edits.digest(ctx.run.root)
+        return common + [cfg.train.model_dump(mode="json")] + ([hand] if hand else [])
     if stage == "sample":
         return common + [cfg.sample.model_dump(mode="json")]
     return [cfg.reporter]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from clood_candy import edits
 from clood_candy.records import FighterStanding, FightResult, JudgeVerdict
 from clood_candy_plugins.report.media import img, open_thumbnail
 from clood_candy_plugins.report.page import Section, details, esc, lesson, note, plural, table
@@ -151,6 +152,39 @@ def _strategy(run: RunData, fight: FightResult) -> str:
     return "".join(out)
 
 
+SHOWN_EDITS = 12  # hand edits listed before the rest fold away
+
+
+def _by_hand(run: RunData) -> str:
+    """What the user changed in ``clood review`` (RUN/review/edits.json): the training set is
+    the fight's captions with these laid over them."""
+    try:
+        found = edits.load(run.root).edits
+    except (OSError, ValueError) as exc:
+        return note(f"{esc(edits.EDITS)} could not be read: {esc(str(exc).splitlines()[0])}", "warn")
+    if not found:
+        return ""
+    rows = []
+    for e in reversed(found):  # newest first
+        if isinstance(e, edits.CaptionEdit):
+            rows.append([esc(e.photo), f"caption {esc(e.how)}",
+                         f'<span class="caption">{esc(e.old)}</span> → '
+                         f'<span class="caption"><b>{esc(e.new)}</b></span>',
+                         f"{esc(e.who)}, {esc(e.when)}"])
+        else:
+            rows.append([esc(e.source), f"{esc(e.old)} → <b>{esc(e.new)}</b>", esc(e.why) or "<i>no reason given</i>",
+                         f"{esc(e.who)}, {esc(e.when)}"])
+    captions = sum(isinstance(e, edits.CaptionEdit) for e in found)
+    out = [f"<h3>Changed by hand</h3><p>{plural(captions, 'caption edit')} and "
+           f"{plural(len(found) - captions, 'photo decision')} made in <span class=\"code\">clood review</span>, "
+           f"kept in {esc(edits.EDITS)}; the training set has them, and a rerun of the caption stage keeps them.</p>"]
+    headers = ["photo", "change", "what", "who, when"]
+    out.append(table(headers, rows[:SHOWN_EDITS]))
+    if len(rows) > SHOWN_EDITS:
+        out.append(details(f"the other {len(rows) - SHOWN_EDITS} changes", table(headers, rows[SHOWN_EDITS:])))
+    return "".join(out)
+
+
 def build(run: RunData) -> Section:
     section = Section("captions", "2. Captions and the fight")
     fight = run.fight
@@ -189,6 +223,7 @@ def build(run: RunData) -> Section:
     if forfeits:
         body.append(note("Sat out: " + "; ".join(f"{esc(k)} — {esc(v)}" for k, v in forfeits.items()), "warn"))
     body.append(_strategy(run, fight))
+    body.append(_by_hand(run))
     body.append("<h3>Photo by photo</h3>")
     body.append("<p>Each judge's score of each caption with its reason (higher is better), and how many of its "
                 "pairings the caption won on that photo once the judges' weighted votes were added up.</p>")
