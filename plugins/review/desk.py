@@ -1,0 +1,133 @@
+"""The changes a review page can make, each checked whole before anything is written: a
+caption edit, a bulk find-and-replace or tag rename, a photo kept or culled. Every change
+goes to RUN/review/edits.json first, then into dataset/ (clood_candy.edits)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from clood_candy import edits
+from clood_candy.edits import CaptionEdit, CaptionRefused, PhotoDecision
+from clood_candy_plugins.review import views
+
+MAX_WHY_CHARS = 500
+
+
+class Refused(ValueError):
+    """A change that was not made; the message says why, for people."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Conflict(Exception):
+    """The caption changed after the page that sent this edit was drawn."""
+
+    photo: str
+    current: str
+    version: str
+    yours: str
+
+
+def replace_text(caption: str, find: str, replacement: str) -> str:
+    return caption.replace(find, replacement)
+
+
+def rename_tag(caption: str, old: str, new: str) -> str:
+    """Tags are the comma-separated parts; ``old`` matches a whole tag, case aside. Renamed
+    onto a tag the caption already has, the copy goes (one vocabulary, one mention);
+    renamed to nothing, the tag goes."""
+    wanted, out, seen = old.strip().casefold(), [], set()
+    for tag in (t.strip() for t in caption.split(",")):
+        tag = new.strip() if tag.casefold() == wanted else tag
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            out.append(tag)
+    return ", ".join(out)
+
+
+class Desk:
+    """One per served run. The lock makes each change's read-check-write whole, whichever
+    thread the server runs it on."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.lock = threading.Lock()
+
+    def _rows(self) -> dict[str, dict]:
+        return {str(r.get("id", "")): r for r in edits.dataset_rows(self.root)}
+
+    def save_caption(self, photo: str, text: str, seen_version: str) -> dict[str, int]:
+        """Replace one caption, only if the sender saw the current one (else Conflict)."""
+        try:
+            new = edits.check_caption(text)
+        except CaptionRefused as exc:
+            raise Refused(f"Not saved: {exc}.") from None
+        with self.lock:
+            row = self._rows().get(photo)
+            if row is None:
+                raise Refused(f"Not saved: {photo!r} is not in the training set (culled, or the caption stage "
+                              "has not run).", 404)
+            if edits.version(row["text"]) != seen_version:
+                raise Conflict(photo=photo, current=row["text"], version=edits.version(row["text"]), yours=new)
+            if new == row["text"]:
+                return {"captions": 0, "culled": 0, "restored": 0}
+            change = CaptionEdit(photo=photo, file=row["file_name"], old=row["text"], new=new, **edits.stamp())
+            return edits.record(self.root, edits.load(self.root), views.photos(self.root), change)
+
+    def bulk(self, mode: str, find: str, replacement: str) -> int:
+        """Find-and-replace (``text``) or tag rename (``tag``) across the set; every new
+        caption is checked before any is written, so one bad result changes nothing."""
+        if mode not in ("text", "tag"):
+            raise Refused("Not changed: choose text or tag.")
+        if not find.strip():
+            raise Refused("Not changed: say what to find.")
+        for what, value in (("find", find), ("replace with", replacement)):
+            if len(value) > edits.MAX_CAPTION_CHARS or edits.REFUSED_CHARS.search(value):
+                raise Refused(f"Not changed: “{what}” must be one short line of plain text.")
+        how = (f"replaced '{find}' with '{replacement}'" if mode == "text"
+               else f"renamed tag '{find.strip()}' to '{replacement.strip()}'")
+        with self.lock:
+            stamp, changes = edits.stamp(), []
+            for photo, row in self._rows().items():
+                after = replace_text(row["text"], find, replacement) if mode == "text" else \
+                    rename_tag(row["text"], find, replacement)
+                if after == row["text"]:
+                    continue
+                try:
+                    after = edits.check_caption(after)
+                except CaptionRefused as exc:
+                    raise Refused(f"Not changed (no caption was): for {photo}, {exc}.") from None
+                if after != row["text"]:
+                    changes.append(CaptionEdit(photo=photo, file=row["file_name"], old=row["text"], new=after,
+                                               how=how, **stamp))
+            if changes:
+                edits.record(self.root, edits.load(self.root), views.photos(self.root), *changes)
+            return len(changes)
+
+    def decide(self, index: int, new: str, why: str) -> PhotoDecision:
+        """Keep a culled photo or cull a kept one, with the user's reason."""
+        if new not in ("kept", "culled"):
+            raise Refused("Not changed: keep or cull.")
+        why = " ".join(why.split())
+        if len(why) > MAX_WHY_CHARS:
+            raise Refused(f"Not changed: the reason is longer than {MAX_WHY_CHARS} characters.")
+        with self.lock:
+            entries = views.sheet(self.root)
+            if not 0 <= index < len(entries):
+                raise Refused("Not changed: no such photo in prep/report.json.", 404)
+            entry = entries[index]
+            if entry.prep_status == "failed":
+                raise Refused(f"Not changed: prep could not read {entry.source} ({entry.reason}).")
+            if entry.status == new:
+                raise Refused(f"Not changed: {entry.source} is already {new}.", 409)
+            row = self._rows().get(entry.photo or "")
+            decision = PhotoDecision(source=entry.source, photo=entry.photo, old=entry.status, new=new,  # type: ignore[arg-type]
+                                     why=why, caption=row["text"] if row and new == "culled" else None,
+                                     **edits.stamp())
+            edits.record(self.root, edits.load(self.root), views.photos(self.root), decision)
+            return decision

@@ -1,0 +1,83 @@
+"""``clood review`` as the photographer uses it: a real server, headless Chromium, a caption
+edited by typing, a tag renamed across the set, a culled photo kept; after a reload the page
+and dataset/*.txt say the same, and nothing was fetched from anywhere but the server."""
+
+import shutil
+
+import pytest
+from support.review import Served, caption_of, review_run
+
+from clood_candy import edits
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+@pytest.mark.slow
+def test_edit_a_caption_in_the_browser(make_ctx, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = _chromium()
+    ctx, _ = review_run(make_ctx, tmp_path)
+    typed = "jlybn, jellybean, red, <b>glossy</b>, " + ", ".join(f"bean number {i}" for i in range(30))
+
+    with Served(ctx.run.root) as served, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=executable,
+                                                        headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            errors, requests = [], []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(served.url, wait_until="load")
+            card = page.locator("#photo-p0")
+            assert card.locator(".count").inner_text().startswith("≈ ")
+
+            # Typing: the counter follows live and strikes out what falls past the window.
+            card.locator("textarea").fill(typed)
+            card.locator(".count.over").wait_for()  # (the page's CSP allows no eval: no wait_for_function)
+            cut = card.locator("mark.cut").inner_text()
+            assert cut and typed.endswith(cut)
+            card.locator("textarea").press("Enter")  # Enter saves
+            page.wait_for_url("**/captions?*")
+            assert "Saved the caption of p0" in page.locator("#note").inner_text()
+
+            page.reload(wait_until="load")
+            assert page.locator("#photo-p0 textarea").input_value() == typed
+            assert "edited by you" in page.locator("#photo-p0").inner_text()
+
+            # Rename a tag across the set.
+            page.select_option("#bulk select[name=mode]", "tag")
+            page.fill("#bulk input[name=find]", "white background")
+            page.fill("#bulk input[name=replace]", "white")
+            page.click("#bulk button")
+            page.wait_for_url("**note=Changed*")
+            page.reload(wait_until="load")
+            assert page.locator("#photo-p1 textarea").input_value().endswith(", white")
+
+            # Keep the photo prep culled, saying why.
+            page.goto(served.url.replace("/?", "/photos?"), wait_until="load")
+            blurry = page.locator("[data-source='blurry.jpg']")
+            blurry.locator("input[name=why]").fill("soft, but the only purple one")
+            blurry.locator("button").click()
+            page.wait_for_url("**/photos?*")
+            page.reload(wait_until="load")
+            text = page.locator("[data-source='blurry.jpg']").inner_text()
+            assert "soft, but the only purple one" in text and f"by {edits.who()}" in text
+            images = page.eval_on_selector_all("img", "els => els.filter(i => !(i.complete && i.naturalWidth > 0))"
+                                                      ".map(i => i.alt)")
+        finally:
+            browser.close()
+
+    assert caption_of(ctx, "p0") == typed  # what the page showed is what trains
+    assert caption_of(ctx, "p1").endswith(", white")
+    assert {r["id"]: r["text"] for r in edits.dataset_rows(ctx.run.root)}["p0"] == typed
+    assert images == [] and not errors, (images, errors)
+    assert all(url.startswith(f"http://127.0.0.1:{served.port}/") for url in requests), requests
