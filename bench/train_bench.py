@@ -105,7 +105,8 @@ def worker_clood(args) -> dict:
     data = TrainSet.model_validate_json(Path(args.trainset).read_text())
     recipe = TrainConfig(name="bench", rank=args.rank, alpha=float(args.rank), learning_rate=1e-4, steps=args.steps,
                          batch_size=args.batch, checkpoint_every=args.steps, validate_every=args.steps,
-                         resolution=args.resolution, seed=0, compile=bool(args.compile))
+                         resolution=args.resolution, seed=0, compile=bool(args.compile),
+                         targets="attention")  # the layers the diffusers example trains: the same work
     base = ctx.base()
     began = time.perf_counter()
     outcome = ctx.family().train(base, data, recipe, work / "out", ctx)

@@ -74,9 +74,9 @@ def bench_family(family: str, a) -> dict:
     else:
         unet = _unet(family, a.unet_config, device, torch.bfloat16)
     unet.requires_grad_(False)
-    config = TrainConfig(rank=a.rank, alpha=float(a.rank), learning_rate=1e-4, optimizer="adamw",
+    config = TrainConfig(rank=a.rank, alpha=float(a.rank), learning_rate=1e-4, optimizer="adamw", targets="attention",
                          gradient_checkpointing=a.gradient_checkpointing, mixed_precision="bf16")
-    unet.add_adapter(lora.adapter_config(config, list(config.target_modules)))
+    unet.add_adapter(lora.adapter_config(config, lora.unet_targets(config)))
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()

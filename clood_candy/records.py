@@ -184,7 +184,11 @@ class TrainConfig(Record):
     lr_scheduler: Literal["constant", "cosine", "linear", "constant_with_warmup"] = "constant"
     warmup_steps: int = 0
     variant: Literal["lora", "dora", "loha", "lokr"] = "lora"
-    target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    # Which layers the adapter trains. "full": what a kohya LoRA patches (the UNet's transformer
+    # blocks whole: attention, feed-forward, proj_in/proj_out; the text encoders' attention and
+    # MLP when they train); "attention": attention q/k/v/out only (fewer weights, less memory).
+    targets: Literal["full", "attention"] = "full"
+    target_modules: list[str] | None = None  # UNet module names (peft's suffix match): when set, the UNet's list
     train_text_encoder: bool = False
     text_encoder_lr: float | None = None
     caption_dropout: float = 0.0

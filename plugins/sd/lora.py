@@ -26,7 +26,16 @@ from clood_candy.records import TrainConfig
 from clood_candy_plugins.sd.keymap import kohya_prefix
 
 ADAPTER = "clood_train"
-TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+# The layers each ``targets`` choice trains, as peft module-name suffixes. "full" is what
+# kohya's networks/lora.py patches by default on SD1/SDXL: every Linear and 1x1 conv inside
+# the UNet's Transformer2DModel blocks (attention q/k/v/out, the feed-forward's GEGLU
+# projection and output, proj_in/proj_out: a 1x1 conv in SD1, a Linear in SDXL) and, in the
+# text encoders, CLIPAttention and CLIPMLP. On SD1.5 that is 192 UNet layers + 72 in the
+# text encoder; on SDXL 722 + 72 + 192 (tests/test_sd_targets.py counts them).
+ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
+UNET_TARGETS = {"full": [*ATTENTION, "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"], "attention": ATTENTION}
+TEXT_TARGETS = {"full": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+                "attention": ["q_proj", "k_proj", "v_proj", "out_proj"]}
 # peft parameter suffix → kohya/LyCORIS part name
 PART_NAMES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight",
               "lora_magnitude_vector": "dora_scale", "hada_w1_a": "hada_w1_a", "hada_w1_b": "hada_w1_b",
@@ -45,6 +54,19 @@ def adapter_config(config: TrainConfig, targets: list[str]):
     return LoKrConfig(r=config.rank, alpha=config.alpha, target_modules=targets)
 
 
+def unet_targets(config: TrainConfig) -> list[str]:
+    """The UNet modules the adapter trains: the config's own list, else its ``targets`` choice."""
+    return list(config.target_modules) if config.target_modules is not None else list(UNET_TARGETS[config.targets])
+
+
+def text_targets(config: TrainConfig) -> list[str]:
+    return list(TEXT_TARGETS[config.targets])
+
+
+def component_targets(config: TrainConfig, component: str) -> list[str]:
+    return unet_targets(config) if component == "unet" else text_targets(config)
+
+
 def text_encoder_names(pipe) -> list[str]:
     return [n for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
 
@@ -56,10 +78,10 @@ def attach(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
     detach(pipe)  # a run killed mid-training in this process left one behind
     try:
         with quiet_peft():  # sampling adapters may already sit in the model: that is intended
-            pipe.unet.add_adapter(adapter_config(config, list(config.target_modules)), adapter_name=ADAPTER)
+            pipe.unet.add_adapter(adapter_config(config, unet_targets(config)), adapter_name=ADAPTER)
             if config.train_text_encoder:
                 for name in text_encoder_names(pipe):
-                    getattr(pipe, name).add_adapter(adapter_config(config, TEXT_TARGETS), adapter_name=ADAPTER)
+                    getattr(pipe, name).add_adapter(adapter_config(config, text_targets(config)), adapter_name=ADAPTER)
         activate_only(pipe, [ADAPTER])  # a sampler may have left other adapters on, or all off
         params = [p for m in trained_modules(pipe, config).values() for p in m.parameters() if p.requires_grad]
         for p in params:
@@ -270,9 +292,8 @@ def write_lora_files(pipe, out_base: Path, state, config: TrainConfig, family: s
                              to_kohya(state, config, family, pipe.unet.config), metadata)
     layers, extra = {}, {}
     for component, tensors in state.items():  # unet, text_encoder, text_encoder_2: diffusers' own names
-        targets = list(config.target_modules) if component == "unet" else TEXT_TARGETS
         layers[f"{component}_lora_layers"] = tensors
-        extra[f"{component}_lora_adapter_metadata"] = adapter_metadata(config, targets)
+        extra[f"{component}_lora_adapter_metadata"] = adapter_metadata(config, component_targets(config, component))
     target = out_base.parent / (out_base.name + ".diffusers.safetensors")
     with tempfile.TemporaryDirectory(dir=out_base.parent) as tmp:
         type(pipe).save_lora_weights(save_directory=tmp, weight_name="lora.safetensors", **layers, **extra)

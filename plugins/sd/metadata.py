@@ -23,6 +23,16 @@ def base_version(family: str, base_name: str, toy: bool) -> tuple[str, str]:
     return BASE_VERSION[family], ARCHITECTURE[family]
 
 
+def targets_label(config: TrainConfig) -> str:
+    """The layers the file adapts, in words: kohya's set ("full"), attention only, or the user's list."""
+    words = {"full": "full (kohya's: attention, feed-forward, proj_in/proj_out; text encoders' attention and MLP)",
+             "attention": "attention (q, k, v, out)"}[config.targets]
+    if config.target_modules is None:
+        return words
+    return "unet: " + ", ".join(config.target_modules) + (f"; text encoders: {config.targets}"
+                                                          if config.train_text_encoder else "")
+
+
 def lora_metadata(*, family: str, base_name: str, config: TrainConfig, data: TrainSet, steps: int, target: int,
                   resolution: int, prediction_type: str, output_name: str, data_facts: dict[str, str],
                   toy: bool = False) -> dict[str, str]:
@@ -69,6 +79,7 @@ def lora_metadata(*, family: str, base_name: str, config: TrainConfig, data: Tra
         "ss_training_comment": f"trained with clood candy; trigger word: {data.trigger}",
         "trigger": data.trigger,
         "class_word": data.class_word,
+        "clood_targets": targets_label(config),
         "clood_config": config.model_dump_json(),
         **({"clood_toy_base": f"trained on clood's toy base '{base_name}' (random weights): loads on that toy only"}
            if toy else {}),
