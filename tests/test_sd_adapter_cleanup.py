@@ -61,3 +61,22 @@ def test_a_config_that_fails_while_training_leaves_no_adapter(tiny, monkeypatch)
     with pytest.raises(RuntimeError, match="optimizer exploded"):
         family.train(base, data, recipe(name="opt", steps=2, train_text_encoder=True), root / "opt", ctx)
     assert adapters(base.pipe) == before
+
+
+@pytest.mark.parametrize("variant", ["loha", "lokr"])
+def test_a_lora_trains_after_a_lycoris_file_was_verified_and_sampled_on_the_same_base(tiny, variant):
+    # SD1's proj_in is a 1x1 conv, in the default targets of every variant: peft cannot put a
+    # LoRA around a conv a LoHa/LoKr layer wraps, and deleting an adapter leaves its wrapper.
+    ctx, family, base, data, root = tiny
+    short = dict(steps=2, checkpoint_every=100, validate_every=100)
+    lycoris = family.train(base, data, recipe(name=variant, variant=variant, **short), root / variant, ctx)
+    assert lycoris.error is None, lycoris.error
+    sampled = family.generate(base, "jlybn", seed=1, steps=1, lora=lycoris.lora)  # stays loaded for more samples
+    base.adapters.activate(None, 0.0)
+    answer = prediction(base.pipe)
+    after = family.train(base, data, recipe(name=f"lora-after-{variant}", **short), root / f"after-{variant}", ctx)
+    assert after.error is None and after.verification["ok"], after.error
+    base.adapters.activate(None, 0.0)
+    assert torch.equal(prediction(base.pipe), answer)  # the base alone still answers as it did
+    again = family.generate(base, "jlybn", seed=1, steps=1, lora=lycoris.lora)  # and the LyCORIS file still samples
+    assert again.tobytes() == sampled.tobytes()

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from clood_candy.errors import UserError
-from clood_candy_plugins.sd.lora import load_with_peft, needs_peft_reader, quiet_peft
+from clood_candy_plugins.sd.lora import load_with_peft, needs_peft_reader, quiet_peft, release_empty_layers
 
 CAPACITY = 6  # adapters kept loaded; a weight×checkpoint grid reuses a few files many times
 
@@ -37,6 +37,7 @@ class AdapterSlots:
             old, _ = self.loaded.popitem(last=False)
             with quiet_peft():
                 self.pipe.delete_adapters(old)
+            release_empty_layers(self.pipe)
         try:
             with quiet_peft():
                 if needs_peft_reader(path):
@@ -66,3 +67,10 @@ class AdapterSlots:
                 with quiet_peft():
                     self.pipe.delete_adapters(name)
                 del self.loaded[name]
+        release_empty_layers(self.pipe)
+
+    def clear(self) -> None:
+        """Drop every loaded file (they load again when next sampled). Training does this
+        first: a LoHa/LoKr file's layers around a conv would keep a LoRA off that conv."""
+        for path in list(self.loaded.values()):
+            self.forget(path)

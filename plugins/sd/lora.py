@@ -103,6 +103,25 @@ def detach(pipe, config: TrainConfig | None = None) -> None:
                 module.delete_adapters(ADAPTER)
             else:  # transformers models
                 module.delete_adapter(ADAPTER)
+    release_empty_layers(pipe)
+
+
+def release_empty_layers(pipe) -> None:
+    """Put the plain layer back wherever a deleted adapter left its peft wrapper holding no
+    adapter. Those wrappers are not harmless: peft cannot wrap a conv that a LoHa/LoKr
+    layer wraps in a LoRA one, so after a LoKr file was verified, a LoRA on SD1's 1x1-conv
+    proj_in (a default target) would fail to attach."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    def holds_none(layer) -> bool:
+        return not any(len(getattr(layer, part, None) or {}) for part in layer.adapter_layer_names)
+
+    for model in [pipe.unet] + [getattr(pipe, n) for n in text_encoder_names(pipe)]:
+        for name, layer in list(model.named_modules()):
+            if isinstance(layer, BaseTunerLayer) and holds_none(layer):
+                parent, _, child = name.rpartition(".")
+                # one level only: a wrapper inside it may still hold another adapter
+                setattr(model.get_submodule(parent) if parent else model, child, layer.base_layer)
 
 
 @contextmanager

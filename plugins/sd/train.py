@@ -4,7 +4,9 @@
    bucketed.py) and every distinct caption once (frozen text encoder), so a step only
    runs the UNet. With prior preservation, generate the class
    images once (kept in the run) and encode them too.
-2. Add an adapter (LoRA, DoRA, LoHa or LoKr) to the UNet's attention; only it learns.
+2. Add an adapter (LoRA, DoRA, LoHa or LoKr) to the layers a kohya LoRA trains: the UNet's
+   transformer blocks (attention, feed-forward, proj_in/proj_out; ``targets = "attention"``
+   for attention only) and, when they train, the text encoders' attention and MLP. Only it learns.
 3. Each step: noise the latents at random timesteps, ask the UNet to predict the noise
    (or v), and nudge the adapter toward the right answer (step.py; in several processes
    under ``accelerate launch``, see distributed.py).
@@ -100,7 +102,9 @@ def _train(base, data, config, out_dir, ctx, max_steps, on_step, began) -> Train
         s.prior = class_images(base, data, config, resolution, ctx, s.processes)
     with base.lock:
         # 2. The adapter: the only weights that learn. Its random init comes from the
-        # recipe's seed, not from whatever the process drew before.
+        # recipe's seed, not from whatever the process drew before. Files loaded for
+        # sampling come off first (they load again when next sampled).
+        base.adapters.clear()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(step_seed(config.seed, 0))
             params = lora.attach(base.pipe, config)

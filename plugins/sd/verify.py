@@ -23,7 +23,8 @@ from safetensors import safe_open
 
 from clood_candy_plugins.sd import keymap
 from clood_candy_plugins.sd.denoise import encode_text, predict
-from clood_candy_plugins.sd.lora import ADAPTER, activate_only, load_with_peft, needs_peft_reader, quiet_peft, to_kohya
+from clood_candy_plugins.sd.lora import (ADAPTER, activate_only, load_with_peft, needs_peft_reader, quiet_peft,
+                                         release_empty_layers, to_kohya)
 
 CHECK_ADAPTER = "clood_verify"
 # Outputs (and each layer's weight change) at the base's precision may differ by this many
@@ -154,6 +155,7 @@ def _drop(pipe, adapter: str) -> None:
     with quiet_peft():
         if any(adapter in (getattr(m, "peft_config", None) or {}) for m in [pipe.unet, *_components(pipe).values()]):
             pipe.delete_adapters(adapter)
+    release_empty_layers(pipe)
 
 
 def _try_load(pipe, path: Path, *, with_peft: bool, family: str) -> tuple[str | None, list[str]]:
