@@ -14,7 +14,7 @@ from clood_candy_plugins.report.rundata import RunData
 
 VAL_KINDS = {"val", "validation", "eval"}
 KNOBS = ("learning_rate", "rank", "alpha", "steps", "batch_size", "optimizer", "lr_scheduler", "variant",
-         "caption_dropout", "snr_gamma", "noise_offset", "loss", "train_text_encoder")
+         "targets", "caption_dropout", "snr_gamma", "noise_offset", "loss", "train_text_encoder")
 
 
 def curves(rows: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
