@@ -83,16 +83,17 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 @click.option("--keep-all", is_flag=True, help="Keep every photo; culling still reports.")
 @click.option("--merge", is_flag=True, help="Best caption per photo instead of one winning captioner.")
 @click.option("--force", is_flag=True, help="Rerun stages even when nothing changed.")
+@click.option("--gpu-memory", type=float, help="Plan for this many GB of device memory (default: the device's).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path | None, run_dir: Path | None,
           stages: str | None, resume: Path | None, trigger: str | None, resolution: int | None, keep_all: bool,
-          merge: bool, force: bool, as_json: bool, quiet: bool) -> None:
+          merge: bool, force: bool, gpu_memory: float | None, as_json: bool, quiet: bool) -> None:
     """Prep → caption fight → config fight and training → samples → report."""
     from clood_candy.pipeline.orchestrator import StageFailed, run_pipeline
 
     overrides = _overrides(base=base, trigger=trigger, **{"prep.resolution": resolution, "prep.keep_all": keep_all,
-                                                           "caption.merge": merge})
+                                                           "caption.merge": merge, "train.gpu_memory": gpu_memory})
     warning = None
     if resume:
         run, config, warning = _resume(resume, config_path, overrides)
@@ -112,7 +113,8 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
         root = run_dir or Path("runs") / f"{stamp}-{config.name}{'-demo' if demo else ''}"
         run = RunStore.create(root.resolve(), config.name, config.model_dump(mode="json"),
                               str(source) if source else None, demo,
-                              config_file=str(config_path.resolve()) if config_path else None, flags=overrides)
+                              config_file=str(config_path.resolve()) if config_path else None, flags=overrides,
+                              config_set=config.model_dump(mode="json", exclude_unset=True))
     ctx = make_context(run, config, quiet)
     if warning:
         ctx.progress.say(warning, style="yellow")
@@ -146,7 +148,7 @@ def _resume(resume: Path, config_path: Path | None, overrides: dict[str, Any]) -
     recorded = run.state.config_file
     config, used = reload_config(run.state, config_path, overrides)
     run.set_config(config.model_dump(mode="json"), str(used.resolve()) if used else recorded,
-                   deep_merge(run.state.flags, overrides))
+                   deep_merge(run.state.flags, overrides), config.model_dump(mode="json", exclude_unset=True))
     if recorded and used is None:
         return run, config, (f"The config file this run used is gone ({recorded}): going on with the settings in "
                              "run.json; secrets it held are left to the plugins' defaults and the environment")
@@ -161,6 +163,39 @@ def _render_demo_photos(ctx: StageContext) -> Path:
         ctx.progress.say("Rendering the demo photo studio …")
         render_studio(target, count=32, seed=ctx.config.seed)
     return target
+
+
+@cli.command()
+@click.argument("photos", type=click.Path(path_type=Path))
+@click.option("--base", help="HF id, local diffusers folder, single-file .safetensors, or 'tiny'.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="A clood.toml file.")
+@click.option("--resolution", type=int, help="Training resolution (default: the base model's).")
+@click.option("--lora-type", type=click.Choice(["object", "style", "character", "concept", "scene"]),
+              help="What the LoRA learns (caption.lora_type; default object).")
+@click.option("--gpu-memory", type=float, help="Plan for this many GB of GPU memory (default: this machine's device).")
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON on stdout.")
+def plan(photos: Path, base: str | None, config_path: Path | None, resolution: int | None, lora_type: str | None,
+         gpu_memory: float | None, as_json: bool) -> None:
+    """The settings training would use for these photos, base and device, each with its
+    reason, and the memory it needs. Loads no model."""
+    from clood_candy.pipeline.orchestrator import check_resolutions
+    from clood_candy.pipeline.planning import plan_from_source
+    from clood_candy.plan.render import render
+
+    config = load_config(config_path, _overrides(base=base, **{"prep.resolution": resolution, "caption.lora_type":
+                                                               lora_type, "train.gpu_memory": gpu_memory}))
+    registry = build_registry()
+    source = photos.expanduser().resolve()
+    problem = registry.get("preparer", config.prep.preparer).check_source(source)
+    if problem:
+        raise UserError(problem)
+    check_resolutions(config, registry)
+    made = plan_from_source(config, registry, source)
+    if as_json:
+        click.echo(made.model_dump_json(indent=2))
+        return
+    for line in render(made):
+        click.echo(line)
 
 
 @cli.command()

@@ -47,7 +47,9 @@ class CaptionSettings(Section):
 
 class FightSettings(Section):
     configs: list[TrainConfig] = Field(default_factory=list)  # empty: a small grid around the defaults
-    budgets: list[int] = Field(default_factory=lambda: [20, 40])  # steps per halving round
+    budgets: list[int] | None = None  # steps per halving round; None: the rungs below × the planned steps
+    rungs: list[float] = Field(default_factory=lambda: [0.125, 0.25, 0.5])  # shares of the planned steps
+    max_cost: float = Field(1.0, gt=0.0)  # the fight trains at most this × the final run's steps
     reduction: int = Field(2, ge=2)  # keep 1/reduction each round
     validation_split: float = Field(0.2, gt=0.0, lt=0.9)
 
@@ -55,6 +57,8 @@ class FightSettings(Section):
 class TrainSettings(Section):
     defaults: TrainConfig = Field(default_factory=TrainConfig)
     fight: FightSettings = Field(default_factory=FightSettings)
+    repeats_per_image: float = Field(22.0, gt=0.0)  # steps = this × training photos ÷ photos per step
+    gpu_memory: float | None = Field(None, gt=0.0)  # GB to plan for; None: the device's own
 
 
 class SampleSettings(Section):
@@ -89,11 +93,14 @@ class CloodConfig(Section):
         return [(where, value) for where, value in found if value is not None]
 
 
+# The demo's own settings, set as a user would: the plan (clood_candy/plan) leaves them be,
+# so the demo stays a two-minute run on a toy base.
 DEMO_OVERRIDES: dict[str, Any] = {
     "base": "tiny",
     "prep": {"resolution": 64},
     "train": {"defaults": {"steps": 60, "rank": 4, "alpha": 4.0, "learning_rate": 3e-3, "batch_size": 2,
-                           "checkpoint_every": 30, "validate_every": 10}},
+                           "checkpoint_every": 30, "validate_every": 10, "lr_scheduler": "constant"},
+              "fight": {"budgets": [20, 40]}},
     "sample": {"steps": 4},
 }
 
@@ -147,5 +154,8 @@ def reload_config(state: RunState, given: Path | None = None,
     recorded = Path(state.config_file) if state.config_file else None
     path = given or (recorded if recorded is not None and recorded.is_file() else None)
     flags = deep_merge(without_secrets(state.flags), overrides or {})
-    config = load_config(path, flags, layers=[without_secrets(state.config)])
+    # What the user set, not the whole effective config: a key left unset stays unset, so
+    # the plan fills it as it did the first time (older runs recorded only the whole config).
+    recorded_config = state.config if state.config_set is None else state.config_set
+    config = load_config(path, flags, layers=[without_secrets(recorded_config)])
     return config, path

@@ -19,6 +19,17 @@ from clood_candy.stages import LoadedBase, ModelFamily
 M = TypeVar("M", bound=BaseModel)
 
 
+def find_family(config: CloodConfig, registry: Registry) -> ModelFamily:
+    """The family named in the config, else the first that can load its base."""
+    families = registry.of("family")
+    if config.family:
+        return registry.get("family", config.family)
+    for family in families.values():
+        if family.matches(config.base):
+            return family
+    raise UserError(f"no model family can load base '{config.base}' (families: {', '.join(families) or 'none'})")
+
+
 @dataclass
 class StageContext:
     run: RunStore
@@ -42,13 +53,7 @@ class StageContext:
             raise ValueError(f"[plugins.{plugin_name}] {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
     def family(self) -> ModelFamily:
-        families = self.registry.of("family")
-        if self.config.family:
-            return self.registry.get("family", self.config.family)
-        for family in families.values():
-            if family.matches(self.config.base):
-                return family
-        raise UserError(f"no model family can load base '{self.config.base}' (families: {', '.join(families) or 'none'})")
+        return find_family(self.config, self.registry)
 
     def base(self) -> LoadedBase:
         if self._base is None:

@@ -42,6 +42,9 @@ class RunState(BaseModel):
     # the clood.toml the run used (resolved) and the command-line flags laid over it.
     config_file: str | None = None
     flags: dict[str, Any] = Field(default_factory=dict)
+    # The keys the user set (file, flags, --demo), secrets redacted: a config rebuilt from
+    # them tells the user's choices from defaults, so the plan fills the same gaps again.
+    config_set: dict[str, Any] | None = None
     stages: dict[str, StageState] = Field(default_factory=lambda: {s: StageState() for s in STAGES})
     versions: dict[str, str] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
@@ -97,7 +100,8 @@ class RunStore:
 
     @classmethod
     def create(cls, root: Path, name: str, config: dict[str, Any], source: str | None, demo: bool, *,
-               config_file: str | None = None, flags: dict[str, Any] | None = None) -> "RunStore":
+               config_file: str | None = None, flags: dict[str, Any] | None = None,
+               config_set: dict[str, Any] | None = None) -> "RunStore":
         root.mkdir(parents=True, exist_ok=True)
         if (root / "run.json").exists():
             store = cls.open(root)
@@ -105,12 +109,15 @@ class RunStore:
             store.state.versions = versions()
         else:
             store = cls(root, RunState(name=name, created=now(), source=source, demo=demo, config={}, versions=versions()))
-        store.set_config(config, config_file, flags or {})
+        store.set_config(config, config_file, flags or {}, config_set)
         return store
 
-    def set_config(self, config: dict[str, Any], config_file: str | None, flags: dict[str, Any]) -> None:
-        """Record the effective config (secrets redacted) and what it was built from."""
+    def set_config(self, config: dict[str, Any], config_file: str | None, flags: dict[str, Any],
+                   config_set: dict[str, Any] | None = None) -> None:
+        """Record the effective config (secrets redacted), what it was built from, and which
+        of its keys the user set."""
         self.state.config, self.state.config_file, self.state.flags = redact(config), config_file, redact(flags)
+        self.state.config_set = None if config_set is None else redact(config_set)
         self.save()
 
     @classmethod

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from clood_candy.plan.records import DeviceInfo, ModelSize, SourceSurvey, TrainingDefaults
 from clood_candy.records import PrepReport, SampleSet, TrainConfig, TrainOutcome, TrainSet
 
 if TYPE_CHECKING:
-    from clood_candy.config import PrepSettings
+    from clood_candy.config import CloodConfig, PrepSettings
     from clood_candy.context import StageContext
 
 # Below 64 no latent is left to denoise; above 4096 is a typo, not a training run.
@@ -31,6 +32,11 @@ class Preparer(ABC):
         """Why ``source`` cannot give a single photo, told from names alone (no file opened,
         no model loaded), or None. Asked before any stage runs, so an empty folder costs
         the user nothing; the default checks nothing."""
+        return None
+
+    def survey(self, source: Path) -> SourceSurvey | None:
+        """The files prep would try as photos, with their sizes where headers tell them,
+        for the plan (no pixel decoded, nothing written); None: cannot tell before preparing."""
         return None
 
 
@@ -107,6 +113,23 @@ class ModelFamily(ABC):
             return None
         nearest = min(max(round(resolution / step) * step, MIN_RESOLUTION), MAX_RESOLUTION)
         return f"it must be a multiple of {step} from {MIN_RESOLUTION} to {MAX_RESOLUTION} ({why}); nearest: {nearest}"
+
+    # --- for the plan (clood_candy/plan): asked before any model loads
+
+    def training_defaults(self, config: "CloodConfig") -> TrainingDefaults | None:
+        """Starting points for ``config.base`` and ``config.caption.lora_type`` (learning
+        rate, rank, batch, the base's resolution) with their source; None: no advice."""
+        return None
+
+    def device(self, config: "CloodConfig") -> DeviceInfo:
+        """The device this family will train on for ``config``, as far as it can tell
+        without loading a model."""
+        return DeviceInfo(kind="other", name=f"chosen by the {self.name} family when it loads")
+
+    def model_size(self, config: "CloodConfig", recipe: TrainConfig, resolution: int) -> ModelSize | None:
+        """Parameter counts and the activations one photo keeps for the backward pass, for
+        ``recipe`` at ``resolution``, counted without loading weights; None: unknown."""
+        return None
 
     @abstractmethod
     def train(

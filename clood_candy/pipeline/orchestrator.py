@@ -10,9 +10,12 @@ from typing import Any
 
 from clood_candy import edits
 from clood_candy.captions.strategy import STRATEGIES
-from clood_candy.context import StageContext
+from clood_candy.config import CloodConfig
+from clood_candy.context import StageContext, find_family
 from clood_candy.errors import UserError
 from clood_candy.pipeline import caption_stage, prep_stage, report_stage, sample_stage, train_stage
+from clood_candy.pipeline.planning import announce
+from clood_candy.plugins import Registry
 from clood_candy.runstore import STAGES, fingerprint, without_secrets
 
 # (ctx, photos folder, force) → the stage's outputs; with force the caption stage also
@@ -76,13 +79,8 @@ def check_plugins(ctx: StageContext, stages: list[str]) -> None:
 def check_inputs(ctx: StageContext, source: Path | None, stages: list[str]) -> None:
     """Mistakes that need no model, found before one loads (for a hub id, a download of
     gigabytes): a resolution the family cannot train at, no photos at all."""
-    cfg = ctx.config
-    if {"prep", "train"} & set(stages) and cfg.resolutions():
-        family = ctx.family()
-        for where, resolution in cfg.resolutions():
-            problem = family.check_resolution(resolution, cfg.prep.buckets)
-            if problem:
-                raise UserError(f"{where} {resolution} does not suit the {family.name} family: {problem}")
+    if {"prep", "train"} & set(stages):
+        check_resolutions(ctx.config, ctx.registry)
     if "prep" not in stages:
         return
     if source is None:
@@ -92,12 +90,25 @@ def check_inputs(ctx: StageContext, source: Path | None, stages: list[str]) -> N
         raise UserError(problem)
 
 
+def check_resolutions(config: CloodConfig, registry: Registry) -> None:
+    """Every resolution the user set, asked of the model family (no model loaded)."""
+    if not config.resolutions():
+        return
+    family = find_family(config, registry)
+    for where, resolution in config.resolutions():
+        problem = family.check_resolution(resolution, config.prep.buckets)
+        if problem:
+            raise UserError(f"{where} {resolution} does not suit the {family.name} family: {problem}")
+
+
 def run_pipeline(ctx: StageContext, source: Path | None, stages: list[str], *, force: bool = False) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise UserError(f"unknown stage(s) {', '.join(unknown)} (stages: {', '.join(STAGES)})")
     check_plugins(ctx, stages)
     check_inputs(ctx, source, stages)
+    if "train" in stages:  # what training will do, said before any work (nothing is loaded for it)
+        announce(ctx, source)
     log_path = ctx.run.path("log.txt")
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

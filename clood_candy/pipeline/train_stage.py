@@ -12,7 +12,8 @@ from typing import Any
 from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
-from clood_candy.fight.halving import AllConfigsFailed, default_grid, successive_halving
+from clood_candy.fight.halving import AllConfigsFailed, successive_halving
+from clood_candy.pipeline.planning import planned_recipes
 from clood_candy.records import ConfigFightResult, Photo, PrepReport, TrainConfig, TrainItem, TrainOutcome, TrainSet
 
 
@@ -73,7 +74,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     data = load_trainset(ctx)
     family, base = ctx.family(), ctx.base()
     fight_dir = ctx.run.path("train", "fight")
-    configs = ctx.config.train.fight.configs or default_grid(ctx.config.train.defaults)
+    # The plan's choices for this many photos on this device, where the user set none.
+    _, configs, budgets = planned_recipes(ctx, data)
     outcomes: dict[str, TrainOutcome] = {}
 
     def train_to(config: TrainConfig, steps: int) -> float:
@@ -87,7 +89,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     if len(configs) > 1:
         try:
-            fight = successive_halving(configs, ctx.config.train.fight.budgets, ctx.config.train.fight.reduction,
+            fight = successive_halving(configs, budgets, ctx.config.train.fight.reduction,
                                        train_to, on_round=lambda r: ctx.progress.say(
                                            f"  round at {r.budget} steps: " + ", ".join(
                                                f"{n} {s:.4f}" if s is not None else f"{n} failed"

@@ -19,6 +19,7 @@ from PIL import Image
 
 from clood_candy.errors import UserError
 from clood_candy.hookspecs import hookimpl
+from clood_candy.plan.records import SourceSurvey
 from clood_candy.records import Photo, PrepEntry, PrepReport
 from clood_candy.stages import Preparer, Upscaler
 from clood_candy_plugins.prep import dedup
@@ -76,6 +77,11 @@ class DefaultPreparer(Preparer):
 
     def check_source(self, source: Path) -> str | None:
         return why_no_images(Path(source).expanduser())
+
+    def survey(self, source: Path) -> SourceSurvey:
+        from clood_candy_plugins.prep.survey import survey
+
+        return survey(Path(source))
 
     def prepare(self, source: Path, out_dir: Path, settings: "PrepSettings", ctx: "StageContext") -> PrepReport:
         source = Path(source).expanduser()

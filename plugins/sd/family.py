@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from clood_candy.errors import UserError
+from clood_candy.plan.records import DeviceInfo, ModelSize, TrainingDefaults
 from clood_candy.records import TrainConfig, TrainOutcome, TrainSet
 from clood_candy.stages import LoadedBase, ModelFamily
 from clood_candy_plugins.sd.loading import detect_family
 
 if TYPE_CHECKING:
+    from clood_candy.config import CloodConfig
     from clood_candy.context import StageContext
     from clood_candy_plugins.sd.base import SDBase
 
@@ -76,6 +78,23 @@ class SDFamily(ModelFamily):
                              num_inference_steps=steps or (8 if sd.is_toy else 25), guidance_scale=7.0,
                              height=sd.resolution, width=sd.resolution, generator=generator)
         return result.images[0]
+
+    # --- for the plan: no model is loaded (planning.py, sizing.py)
+
+    def training_defaults(self, config: "CloodConfig") -> TrainingDefaults:
+        from clood_candy_plugins.sd.planning import training_defaults
+
+        return training_defaults(self.name, config)
+
+    def device(self, config: "CloodConfig") -> DeviceInfo:
+        from clood_candy_plugins.sd.planning import device_info
+
+        return device_info(config)
+
+    def model_size(self, config: "CloodConfig", recipe: TrainConfig, resolution: int) -> ModelSize:
+        from clood_candy_plugins.sd.sizing import model_size
+
+        return model_size(config, self.name, recipe, resolution)
 
     def _own(self, base: LoadedBase) -> "SDBase":
         from clood_candy_plugins.sd.base import SDBase

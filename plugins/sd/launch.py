@@ -25,13 +25,17 @@ from clood_candy.errors import UserError
 from clood_candy.records import TrainConfig, TrainSet
 
 
-def _recipe(args, ctx) -> TrainConfig:
-    if args.recipe:
-        return TrainConfig.model_validate_json(Path(args.recipe).read_text(encoding="utf-8"))
-    from clood_candy.fight.halving import default_grid
+def _file_recipe(args) -> TrainConfig | None:
+    return TrainConfig.model_validate_json(Path(args.recipe).read_text(encoding="utf-8")) if args.recipe else None
 
-    train = ctx.config.train
-    found = {c.name: c for c in [*default_grid(train.defaults), train.defaults, *train.fight.configs]}
+
+def _recipe(args, ctx, data: TrainSet) -> TrainConfig:
+    from clood_candy.pipeline.planning import planned_recipes
+
+    # The configs as the train stage trains them: the plan's choices where the run set none.
+    plan, configs, _ = planned_recipes(ctx, data)
+    defaults = ctx.config.train.defaults.model_copy(update=plan.train_updates())
+    found = {c.name: c for c in [defaults, *configs]}
     if args.config not in found:
         raise UserError(f"no config named {args.config!r} in this run (configs: {', '.join(sorted(found))})")
     return found[args.config]
@@ -68,13 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0
     try:
         ctx = _context(args.run, quiet=args.quiet or not main_process)
-        config = _recipe(args, ctx)
+        config = _file_recipe(args)  # read first: a bad file is an error before any data or model
         if args.trainset:
             data = TrainSet.model_validate_json(Path(args.trainset).read_text(encoding="utf-8"))
         else:
             from clood_candy.pipeline.train_stage import load_trainset
 
             data = load_trainset(ctx)
+        config = config or _recipe(args, ctx, data)
         family, resolution = ctx.family(), config.resolution or data.resolution
         problem = family.check_resolution(resolution, data.buckets)
         if problem:  # the pipeline checked the run's own resolutions; a recipe file's is checked here
