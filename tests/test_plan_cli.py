@@ -55,7 +55,7 @@ def test_plan_json_for_sd15_loads_nothing_and_touches_no_network(tmp_path, load_
     assert {"reason", "set_by_user", "value"} <= set(keys["train.defaults.learning_rate"])
     memory = made["memory"]
     assert set(memory["parts"]) == {"weights", "adapter", "gradients", "optimizer", "activations", "weight copies",
-                                    "runtime"}
+                                    "workspace", "runtime"}
     assert memory["parts"]["weight copies"] == 0  # fp32 on the CPU: backward reads the weights themselves
     assert memory["parts"]["weights"] == (859_520_964 + 123_060_480 + 83_653_863) * 4  # the shipped configs, fp32
     assert made["fight"]["budgets"] and made["fight"]["cost"] <= made["fight"]["limit"]

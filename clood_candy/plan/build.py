@@ -87,6 +87,9 @@ def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, 
                      user_set=choose.user_set, eight_bit_available=device.eight_bit_adam)
         memory, remedies, first = fitted.memory, fitted.remedies, fitted.first
         notes += fitted.notes + ([size.note] if size.note else [])
+        if not device.measured:
+            notes.append(f"the estimate's scratch and runtime terms are checked against measurements on the CPU only "
+                         f"(BENCHMARKS.md), not yet on {device.kind}")
         taken = " ".join(r.step for r in remedies)
         needed = "needed: the estimate did not fit without it"
         idle = "not needed: the estimate fits" if available else "no device memory known to fit into"

@@ -21,12 +21,9 @@ GB = 1024**3
 OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "sgd": 4, "prodigy": 16}
 # Kept activations per element, bytes. fp32: 4. Under bf16/fp16 autocast the matmul and
 # conv inputs are kept in 2 bytes but the norms and activations in between stay fp32, and
-# q/k/v each keep their own half-precision copy of one input: about 3 bytes an element
-# on a Stable Diffusion UNet (BENCHMARKS.md, "Memory estimate", compares it with a measurement).
-ACTIVATION_BYTES = {"no": 4.0, "bf16": 3.0, "fp16": 3.0}
-# The backward pass holds gradients of the activations it is working through, and the
-# allocator holds blocks it has not handed back: a share on top of what is kept.
-TRANSIENT_SHARE = 0.15
+# q/k/v each keep their own half-precision copy of one input: 2.4 bytes an element on the
+# SD1.5 UNet, measured (the tensors a real CPU step keeps; BENCHMARKS.md, "Memory estimate").
+ACTIVATION_BYTES = {"no": 4.0, "bf16": 2.4, "fp16": 2.4}
 # Use at most this share of the device: the rest is fragmentation and other processes.
 HEADROOM = 0.9
 
@@ -68,8 +65,12 @@ def estimate(size: ModelSize, device: DeviceInfo, recipe: Recipe, available: int
         "adapter": size.trainable_params * 4,  # trained in fp32 even on a half-precision base
         "gradients": size.trainable_params * 4,
         "optimizer": size.trainable_params * OPTIMIZER_BYTES.get(recipe.optimizer, 8),
-        "activations": int(kept * (1 + TRANSIENT_SHARE)),
+        "activations": int(kept),
         "weight copies": copies,
+        # the backward's in-flight gradients and the kernels' scratch grow with the whole forward
+        # pass, checkpointing or not; how much is the device's (DeviceInfo.workspace_share)
+        "workspace": int(device.workspace_share * recipe.batch_size * size.activation_elements
+                         * ACTIVATION_BYTES.get(recipe.mixed_precision, 4.0)),
         "runtime": device.runtime_bytes,
     }
     total = sum(parts.values())

@@ -63,6 +63,10 @@ class DeviceInfo(Record):
     fp16: bool = False
     runtime_bytes: int = 0  # held before any model: the CUDA context, or the process's libraries on the CPU
     eight_bit_adam: bool = False  # 8-bit AdamW can run here (bitsandbytes importable, a CUDA GPU)
+    # Scratch beyond the kept tensors (the backward's gradients in flight, kernel buffers, the
+    # allocator's slack), as a share of one forward pass's activations without checkpointing.
+    workspace_share: float = 0.0
+    measured: bool = False  # the estimate's constants for this kind of device were checked by a measurement
     assumed: bool = False  # described by the user (--gpu-memory), not detected
 
 

@@ -8,7 +8,7 @@ from clood_candy.plan.records import Plan
 
 PART_NAMES = {"weights": "frozen weights", "adapter": "adapter", "gradients": "its gradients",
               "optimizer": "optimizer state", "activations": "activations",
-              "weight copies": "half-precision weight copies", "runtime": "runtime"}
+              "weight copies": "half-precision weight copies", "workspace": "workspace", "runtime": "runtime"}
 
 
 def render(plan: Plan) -> list[str]:

@@ -29,10 +29,14 @@ STEPS = {"sd1": {"character": (1500, 3000), "style": (3000, 6000)},
 SOURCE = {"sd1": "seed 004: SD1.5 LoRAs train at 1e-4, rank 4–16, batch 1–2",
           "sdxl": "seed 004: SDXL LoRAs train at 1e-4 to 5e-5, rank 8–32, batch 1–4"}
 # Held before any model: the CUDA context and kernels (typical of recent drivers, not
-# measured here); on the CPU the process's libraries (torch, diffusers, transformers, peft),
-# measured as RSS by bench/memory_bench.py.
+# measured here); on the CPU the process's libraries (torch, diffusers, transformers, peft:
+# 435 MB RSS) and what its allocator keeps once a step has run, measured by bench/memory_bench.py.
 CUDA_RUNTIME = int(0.5 * GB)
 CPU_RUNTIME = int(0.7 * GB)
+# Scratch as a share of the full forward's activations (memory.py): fitted to the CPU's peak
+# RSS of real-size SD1.5 steps, fp32 and bf16, with and without checkpointing, 256 and 512 px
+# (BENCHMARKS.md); on a GPU the fused kernels need less, and nothing here has measured it yet.
+CPU_WORKSPACE, CUDA_WORKSPACE = 0.6, 0.1
 
 
 def training_defaults(family: str, config: "CloodConfig") -> TrainingDefaults:
@@ -59,13 +63,17 @@ def device_info(config: "CloodConfig") -> DeviceInfo:
     if device.type == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(device.index or 0)
         return DeviceInfo(kind="cuda", name=props.name, memory_bytes=planned or props.total_memory,
-                          bf16=props.major >= 8, fp16=True, runtime_bytes=CUDA_RUNTIME, eight_bit_adam=eight_bit)
+                          bf16=props.major >= 8, fp16=True, runtime_bytes=CUDA_RUNTIME, eight_bit_adam=eight_bit,
+                          workspace_share=CUDA_WORKSPACE)
     if planned:  # planning on a laptop for the GPU box: the GPU the user describes
         return DeviceInfo(kind="cuda", name=f"a GPU with {config.train.gpu_memory:g} GB", memory_bytes=planned,
-                          bf16=True, fp16=True, runtime_bytes=CUDA_RUNTIME, eight_bit_adam=eight_bit, assumed=True)
+                          bf16=True, fp16=True, runtime_bytes=CUDA_RUNTIME, eight_bit_adam=eight_bit, assumed=True,
+                          workspace_share=CUDA_WORKSPACE)
     if device.type == "mps":
-        return DeviceInfo(kind="mps", name="Apple GPU", memory_bytes=_ram(), fp16=True, runtime_bytes=CPU_RUNTIME)
-    return DeviceInfo(kind="cpu", name=f"CPU, {os.cpu_count()} cores", memory_bytes=_ram(), runtime_bytes=CPU_RUNTIME)
+        return DeviceInfo(kind="mps", name="Apple GPU", memory_bytes=_ram(), fp16=True, runtime_bytes=CPU_RUNTIME,
+                          workspace_share=CPU_WORKSPACE)
+    return DeviceInfo(kind="cpu", name=f"CPU, {os.cpu_count()} cores", memory_bytes=_ram(), runtime_bytes=CPU_RUNTIME,
+                      workspace_share=CPU_WORKSPACE, measured=True)
 
 
 def _ram() -> int | None:
