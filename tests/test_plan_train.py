@@ -41,6 +41,9 @@ def test_own_fight_configs_keep_their_settings_and_get_the_plans(make_ctx, tmp_p
     fast, short = configs
     assert fast.learning_rate == 1e-3 and fast.steps == 660
     assert short.steps == 50 and short.lr_scheduler == "cosine"
+    # counted in steps, the plan's cadence follows the config's own length
+    assert fast.warmup_steps == 33 and short.warmup_steps == round(33 * 50 / 660)
+    assert short.checkpoint_every <= 50 and short.validate_every <= 50
     assert budgets == [5, 10]
 
 

@@ -46,6 +46,21 @@ def _dataset_size(ctx: StageContext) -> int | None:
     return sum(1 for line in meta.read_text(encoding="utf-8").splitlines() if line.strip())
 
 
+# Counted in steps: a config with its own length gets them in proportion to it.
+PER_STEP = ("warmup_steps", "checkpoint_every", "validate_every", "sample_every")
+
+
+def _fill(own: TrainConfig, updates: dict, planned_steps: int) -> TrainConfig:
+    """A [[train.fight.configs]] entry with the plan's choices where it sets none."""
+    filled = {k: v for k, v in updates.items() if k not in own.model_fields_set}
+    if "steps" in own.model_fields_set and own.steps != planned_steps:
+        scale = own.steps / max(1, planned_steps)
+        for key in PER_STEP:
+            if key in filled and filled[key]:
+                filled[key] = max(1, round(filled[key] * scale))
+    return own.model_copy(update=filled)
+
+
 def planned_recipes(ctx: StageContext, data: TrainSet) -> tuple[Plan, list[TrainConfig], list[int]]:
     """The train stage's plan from the photos it trains on, the configs to fight with the
     plan's choices filled in where neither [train.defaults] nor the config itself sets
@@ -56,8 +71,7 @@ def planned_recipes(ctx: StageContext, data: TrainSet) -> tuple[Plan, list[Train
     updates = plan.train_updates()
     defaults = config.train.defaults.model_copy(update=updates)
     own = config.train.fight.configs
-    configs = [c.model_copy(update={k: v for k, v in updates.items() if k not in c.model_fields_set}) for c in own] \
-        if own else default_grid(defaults)
+    configs = [_fill(c, updates, defaults.steps) for c in own] if own else default_grid(defaults)
     budgets = plan.fight.budgets if plan.fight else list(config.train.fight.budgets or [])
     earlier = ctx.run.path("plan.json")
     steps = plan.value("train.defaults.steps")
