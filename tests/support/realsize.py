@@ -5,7 +5,8 @@ Built once per machine under clood's cache; several GB each."""
 from pathlib import Path
 
 
-def random_weight_folder(family: str) -> Path:
+def random_weight_folder(family: str, dtype: str = "fp32") -> Path:
+    """``dtype`` "bf16": weights stored in bfloat16 (SDXL in fp32 is 14 GB on disk)."""
     import torch
     from clood_candy_plugins.sd.cache import build_once, cache_dir
     from clood_candy_plugins.sd.loading import _pipeline_class, configs_folder
@@ -29,6 +30,9 @@ def random_weight_folder(family: str) -> Path:
             parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(configs / "tokenizer_2")
         else:
             parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        _pipeline_class(family)(**parts).save_pretrained(folder, safe_serialization=True)
+        pipe = _pipeline_class(family)(**parts)
+        if dtype == "bf16":
+            pipe.to(torch.bfloat16)
+        pipe.save_pretrained(folder, safe_serialization=True)
 
-    return build_once(cache_dir() / "random-weights" / family, build)
+    return build_once(cache_dir() / "random-weights" / f"{family}-{dtype}", build)
