@@ -65,7 +65,7 @@ class SDBase(TeachingMixin, LoadedBase):
     TeachingMixin adds what the report shows (latents, noising, one-step guesses)."""
 
     def __init__(self, loaded: LoadedPipeline, base: str, *, device: torch.device, eval_draws: int = 4,
-                 threads: int | None = None, buckets: bool = False):
+                 threads: int | None = None, buckets: bool = False, resolution: int | None = None):
         from diffusers import DPMSolverMultistepScheduler
 
         self.pipe = loaded.pipe.to(device)
@@ -73,7 +73,9 @@ class SDBase(TeachingMixin, LoadedBase):
         self.base = base
         self.kind = loaded.kind
         self.is_toy = loaded.is_toy
-        self.resolution = TINY_RESOLUTION if loaded.is_toy else NATIVE_RESOLUTION[loaded.family]
+        # The run's resolution when the user set one: samples, judges and the report then see
+        # the model at the size it trains at (and cost what training does).
+        self.resolution = resolution or (TINY_RESOLUTION if loaded.is_toy else NATIVE_RESOLUTION[loaded.family])
         self.token_window = self.pipe.tokenizer.model_max_length - 2
         self.device = device
         self.eval_draws = eval_draws

@@ -58,7 +58,8 @@ class SDFamily(ModelFamily):
                              f"'{loaded.loaded_from}' (name that one in clood.toml)")
         threads = options.get("threads")
         return SDBase(loaded, base, device=device, eval_draws=int(options.get("eval_draws", 4)),
-                      threads=int(threads) if threads else None, buckets=ctx.config.prep.buckets)
+                      threads=int(threads) if threads else None, buckets=ctx.config.prep.buckets,
+                      resolution=ctx.config.prep.resolution)
 
     def train(self, base: LoadedBase, data: TrainSet, config: TrainConfig, out_dir: Path, ctx: "StageContext", *,
               max_steps: int | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainOutcome:
