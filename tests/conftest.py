@@ -77,3 +77,18 @@ def network_attempts(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: (tried.append(address), 111)[1])
     return tried
+
+
+@pytest.fixture
+def load_calls(monkeypatch):
+    """The SD families' load(), refused loudly; the list says whether anything tried."""
+    from clood_candy_plugins.sd.family import SDFamily
+
+    calls = []
+
+    def refuse(self, base, ctx):
+        calls.append(base)
+        raise AssertionError(f"the base model {base} was loaded")
+
+    monkeypatch.setattr(SDFamily, "load", refuse)
+    return calls

@@ -9,21 +9,6 @@ from PIL import Image
 from clood_candy.cli import cli
 
 
-@pytest.fixture
-def load_calls(monkeypatch):
-    """The SD families' load(), refused loudly; the list says whether anything tried."""
-    from clood_candy_plugins.sd.family import SDFamily
-
-    calls = []
-
-    def refuse(self, base, ctx):
-        calls.append(base)
-        raise AssertionError(f"the base model {base} was loaded")
-
-    monkeypatch.setattr(SDFamily, "load", refuse)
-    return calls
-
-
 def candy(tmp_path, photos, *args):
     return CliRunner().invoke(cli, ["dogfood", "candy", str(photos), "--base", "tiny",
                                     "--run-dir", str(tmp_path / "run"), "-q", *args])

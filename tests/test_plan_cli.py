@@ -4,28 +4,12 @@ the shipped configs without loading a model or touching the network."""
 import json
 import zipfile
 
-import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from clood_candy.cli import cli
 
 SD15, SDXL = "stable-diffusion-v1-5/stable-diffusion-v1-5", "stabilityai/stable-diffusion-xl-base-1.0"
-
-
-@pytest.fixture
-def load_calls(monkeypatch):
-    """The SD families' load(), refused loudly; the list says whether anything tried."""
-    from clood_candy_plugins.sd.family import SDFamily
-
-    calls = []
-
-    def refuse(self, base, ctx):
-        calls.append(base)
-        raise AssertionError(f"the base model {base} was loaded")
-
-    monkeypatch.setattr(SDFamily, "load", refuse)
-    return calls
 
 
 def photo_folder(tmp_path, count, size=(640, 480), small=()):

@@ -1,26 +1,15 @@
 """The demo's report as the photographer sees it: opened from disk in headless Chromium,
 every section drawn, every image loaded, no errors, nothing fetched from anywhere."""
 
-import shutil
-
 import pytest
 from clood_candy_plugins.report.plugin import SECTIONS
-
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return found
+from support.browser import CHROMIUM_FLAGS, chromium
 
 
 @pytest.mark.slow
 def test_demo_report_renders_completely_in_a_browser(demo_run, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    executable = _chromium()
+    executable = chromium()
     report = demo_run / "report.html"
     assert report.stat().st_size < 15_000_000, "the report should stay small enough to mail"
 

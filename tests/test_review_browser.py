@@ -2,28 +2,17 @@
 edited by typing, a tag renamed across the set, a culled photo kept; after a reload the page
 and dataset/*.txt say the same, and nothing was fetched from anywhere but the server."""
 
-import shutil
-
 import pytest
+from support.browser import CHROMIUM_FLAGS, chromium
 from support.review import Served, caption_of, review_run
 
 from clood_candy import edits
-
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return found
 
 
 @pytest.mark.slow
 def test_edit_a_caption_in_the_browser(make_ctx, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    executable = _chromium()
+    executable = chromium()
     ctx, _ = review_run(make_ctx, tmp_path)
     typed = "jlybn, jellybean, red, <b>glossy</b>, " + ", ".join(f"bean number {i}" for i in range(30))
 
