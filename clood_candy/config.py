@@ -54,6 +54,19 @@ class FightSettings(Section):
     validation_split: float = Field(0.2, gt=0.0, lt=0.9)
 
 
+class FightPlacement(Section):
+    """Where fights run, kept apart from what decides them ([train.fight]): moving a fight
+    onto a cluster changes no answer, so it leaves training's fingerprint alone, and the
+    caption fight will run on the same executor."""
+
+    executor: Literal["local", "ray"] = "local"  # local: one fighter after another in this process
+    ray_address: str = ""  # "": start or join a Ray instance on this machine; "auto", "ray://host:10001": a cluster
+    gpus_per_trial: float | None = Field(None, ge=0.0)  # None: 1 where the cluster has GPUs, else 0
+    cpus_per_trial: float = Field(1.0, gt=0.0)
+    memory_per_trial: float | None = Field(None, gt=0.0)  # GB Ray sets aside per trial; None: none
+    max_retries: int = Field(2, ge=0)  # a trial whose worker or node was lost runs again this often
+
+
 class TrainSettings(Section):
     defaults: TrainConfig = Field(default_factory=TrainConfig)
     fight: FightSettings = Field(default_factory=FightSettings)
@@ -83,6 +96,7 @@ class CloodConfig(Section):
     caption: CaptionSettings = Field(default_factory=CaptionSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     sample: SampleSettings = Field(default_factory=SampleSettings)
+    fight: FightPlacement = Field(default_factory=FightPlacement)
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-plugin options
 
     def resolutions(self) -> list[tuple[str, int]]:

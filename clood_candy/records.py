@@ -236,10 +236,24 @@ class TrainOutcome(Record):
     error: str | None = None
 
 
+class TrialRun(Record):
+    """Where one config's round ran under the Ray executor, and how it went there."""
+
+    node: str  # the node's host name and IP
+    node_id: str
+    pid: int  # the worker process of the attempt that finished
+    device: str  # "GPU 0" (Ray's id, what CUDA_VISIBLE_DEVICES named), or "CPU"
+    waited_s: float  # from submission to the start of that attempt (the clocks of driver and node)
+    seconds: float  # that attempt, base loading included
+    attempts: int = 1  # more than 1: a worker or node was lost and the trial ran again
+    resumed_from: int | None = None  # the step it continued from (0: from scratch); None: it trained no step
+
+
 class HalvingRound(Record):
     budget: int
     scores: dict[str, float | None]  # config name → validation loss (lower is better); None: failed
     survivors: list[str]
+    trials: dict[str, TrialRun] = Field(default_factory=dict)  # config name → where it ran (Ray executor only)
 
 
 class ConfigFightResult(Record):
@@ -248,6 +262,7 @@ class ConfigFightResult(Record):
     winner: str | None  # None: every config failed (failures says why)
     judge: str = "validation-loss"
     failures: dict[str, str] = Field(default_factory=dict)
+    executor: str = "local"  # where the rounds ran: local (this process, in turn) or ray
 
 
 # --- sampling -------------------------------------------------------------

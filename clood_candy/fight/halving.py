@@ -9,11 +9,41 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from clood_candy.records import ConfigFightResult, HalvingRound, TrainConfig
+from clood_candy.records import ConfigFightResult, HalvingRound, TrainConfig, TrialRun
 
 # Trains ``config`` up to ``steps`` (continuing earlier rounds) and returns validation loss.
 TrainTo = Callable[[TrainConfig, int], float]
+
+
+@dataclass
+class Trained:
+    """One config's round: its validation loss, or why it failed, and where it ran."""
+
+    loss: float  # inf or nan when it failed
+    error: str | None = None
+    trial: TrialRun | None = None  # set by an executor that ran it elsewhere (Ray)
+
+
+# Trains each (config, steps) of a round — one after another, or all at once on a cluster —
+# and returns every config's result by name. The rungs and survivors stay this module's.
+TrainRound = Callable[[list[tuple[TrainConfig, int]]], dict[str, Trained]]
+
+
+def one_after_another(train_to: TrainTo) -> TrainRound:
+    """The local executor: each config in turn, in this process."""
+
+    def train_round(entries: list[tuple[TrainConfig, int]]) -> dict[str, Trained]:
+        results = {}
+        for config, steps in entries:
+            try:
+                results[config.name] = Trained(loss=train_to(config, steps))
+            except Exception as exc:  # a config that crashes loses, the fight goes on
+                results[config.name] = Trained(loss=math.inf, error=f"{type(exc).__name__}: {exc}")
+        return results
+
+    return train_round
 
 
 class AllConfigsFailed(RuntimeError):
@@ -35,8 +65,15 @@ def default_grid(defaults: TrainConfig) -> list[TrainConfig]:
     ]
 
 
-def successive_halving(configs: list[TrainConfig], budgets: list[int], reduction: int, train_to: TrainTo,
-                       on_round: Callable[[HalvingRound], None] | None = None) -> ConfigFightResult:
+def successive_halving(configs: list[TrainConfig], budgets: list[int], reduction: int,
+                       train_to: TrainTo | None = None, on_round: Callable[[HalvingRound], None] | None = None, *,
+                       train_round: TrainRound | None = None) -> ConfigFightResult:
+    """Give ``train_to`` (one config at a time, here) or ``train_round`` (a whole round, as
+    the executor places it); the same losses give the same rounds either way."""
+    if train_round is None:
+        if train_to is None:
+            raise TypeError("successive_halving needs train_to or train_round")
+        train_round = one_after_another(train_to)
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"config names must be unique: {names}")
@@ -46,13 +83,12 @@ def successive_halving(configs: list[TrainConfig], budgets: list[int], reduction
     failures: dict[str, str] = {}
     for budget in budgets:
         scores: dict[str, float] = {}
+        results = train_round([(by_name[n], min(budget, by_name[n].steps)) for n in survivors])
         for name in survivors:
-            config = by_name[name]
-            try:
-                loss = train_to(config, min(budget, config.steps))
-            except Exception as exc:  # a config that crashes loses, the fight goes on
-                failures[name] = f"{type(exc).__name__}: {exc}"
-                loss = math.inf
+            result = results.get(name) or Trained(loss=math.inf, error="the executor returned no result")
+            loss = result.loss
+            if result.error:
+                failures[name] = result.error
             if not math.isfinite(loss):
                 failures.setdefault(name, f"validation loss was {loss}")
             scores[name] = loss if math.isfinite(loss) else math.inf
@@ -61,7 +97,8 @@ def successive_halving(configs: list[TrainConfig], budgets: list[int], reduction
         keep = max(1, math.ceil(len(survivors) / reduction))
         survivors = ranked[:keep]
         round_ = HalvingRound(budget=budget, scores={n: (s if math.isfinite(s) else None) for n, s in scores.items()},
-                              survivors=survivors)
+                              survivors=survivors,
+                              trials={n: r.trial for n, r in results.items() if r.trial is not None})
         rounds.append(round_)
         if on_round:
             on_round(round_)

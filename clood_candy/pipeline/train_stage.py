@@ -12,9 +12,9 @@ from typing import Any
 from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
-from clood_candy.fight.halving import AllConfigsFailed, successive_halving
+from clood_candy.pipeline.config_fight import fight_configs, train_winner
 from clood_candy.pipeline.planning import planned_recipes
-from clood_candy.records import ConfigFightResult, Photo, PrepReport, TrainConfig, TrainItem, TrainOutcome, TrainSet
+from clood_candy.records import Photo, PrepReport, TrainItem, TrainSet
 
 
 def load_trainset(ctx: StageContext) -> TrainSet:
@@ -58,56 +58,18 @@ def _item(image: Path, caption: str, photo: Photo | None) -> TrainItem:
     return TrainItem(image=str(image), caption=caption, original_size=photo.original_size, crop_box=photo.crop_box)
 
 
-def step_counter(advance):
-    """on_step reports absolute steps; a continued run starts past 0, so move the bar by the gap."""
-    last = 0
-
-    def on_step(step: int, loss: float) -> None:
-        nonlocal last
-        advance(step - last, note=f"loss {loss:.4f}")
-        last = step
-
-    return on_step
-
-
 def run(ctx: StageContext) -> dict[str, Any]:
     data = load_trainset(ctx)
-    family, base = ctx.family(), ctx.base()
-    fight_dir = ctx.run.path("train", "fight")
     # The plan's choices for this many photos on this device, where the user set none.
     _, configs, budgets = planned_recipes(ctx, data)
-    outcomes: dict[str, TrainOutcome] = {}
-
-    def train_to(config: TrainConfig, steps: int) -> float:
-        with ctx.progress.task(f"Config fight: {config.name} → {steps} steps", total=steps) as advance:
-            outcome = family.train(base, data, config, fight_dir / config.name, ctx, max_steps=steps,
-                                   on_step=step_counter(advance))
-        outcomes[config.name] = outcome
-        if outcome.error:
-            raise RuntimeError(outcome.error)
-        return outcome.final_val_loss if outcome.final_val_loss is not None else float("inf")
-
     if len(configs) > 1:
-        try:
-            fight = successive_halving(configs, budgets, ctx.config.train.fight.reduction,
-                                       train_to, on_round=lambda r: ctx.progress.say(
-                                           f"  round at {r.budget} steps: " + ", ".join(
-                                               f"{n} {s:.4f}" if s is not None else f"{n} failed"
-                                               for n, s in r.scores.items())
-                                           + (f" → {', '.join(r.survivors)} go on" if r.survivors else " → none left")))
-        except AllConfigsFailed as failed:  # the record says why each failed; the stage fails with it
-            fsutil.write_json(ctx.run.path("train", "fight.json"),
-                              ConfigFightResult(configs=configs, rounds=failed.rounds, winner=None,
-                                                failures=failed.failures))
-            raise
-        fsutil.write_json(ctx.run.path("train", "fight.json"), fight)
+        fight = fight_configs(ctx, data, configs, budgets)
         winner = next(c for c in configs if c.name == fight.winner)
         ctx.progress.say(f"Config fight winner: {winner.name}")
     else:
         winner = configs[0]
 
-    with ctx.progress.task(f"Training {winner.name}", total=winner.steps) as advance:
-        final = family.train(base, data, winner, fight_dir / winner.name, ctx, on_step=step_counter(advance))
+    final = train_winner(ctx, data, winner)
     fsutil.write_json(ctx.run.path("train", "outcome.json"), final)
     if final.error or not final.lora:
         raise RuntimeError(f"training {winner.name} did not produce a verified LoRA: {final.error}")
