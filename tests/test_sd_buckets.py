@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from support.sd import module_ctx, recipe
 
 from clood_candy.records import TrainItem, TrainSet
-from clood_candy_plugins.sd import bucketed, denoise, step
+from clood_candy_plugins.sd import bucketed, denoise, objective, step
 
 # name: (image size, photo size, crop box in the photo, bucket at 64 px, SDXL time ids)
 ITEMS = {
@@ -55,7 +55,7 @@ class Spy:
 
     def __init__(self, monkeypatch):
         self.batches, self.calls = [], []
-        draw, guess = step.bucket_batch_indices, step.predict
+        draw, guess = step.bucket_batch_indices, objective.predict
 
         def batches(*args, **kwargs):
             self.batches.append(draw(*args, **kwargs))
@@ -67,7 +67,7 @@ class Spy:
             return guess(unet, noisy, timesteps, cond)
 
         monkeypatch.setattr(step, "bucket_batch_indices", batches)
-        monkeypatch.setattr(step, "predict", predict)
+        monkeypatch.setattr(objective, "predict", predict)  # what a training step asks the UNet through
 
 
 @pytest.fixture(scope="module")

@@ -62,8 +62,8 @@ def test_two_cpu_processes_train_like_one_with_twice_the_batch(tmp_path):
 
 FLAKY_VALIDATION = """
 import os, sys
-from clood_candy_plugins.sd import train
-real, calls = train.denoising_errors, []
+from clood_candy_plugins.sd import objective
+real, calls = objective.denoising_errors, []
 
 def second_validation_runs_out_in_process_1(*args, **kwargs):
     calls.append(1)
@@ -71,7 +71,7 @@ def second_validation_runs_out_in_process_1(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes")
     return real(*args, **kwargs)
 
-train.denoising_errors = second_validation_runs_out_in_process_1
+objective.denoising_errors = second_validation_runs_out_in_process_1
 from clood_candy_plugins.sd.launch import main
 sys.exit(main())
 """

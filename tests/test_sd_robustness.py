@@ -72,7 +72,7 @@ def test_disk_full_at_the_final_lora_says_so(env, tmp_path, monkeypatch):
      {"gradient_checkpointing": True, "mixed_precision": "bf16"}, ["gradient_checkpointing", "mixed_precision"]),
 ])
 def test_out_of_memory_names_the_settings_to_change(env, tmp_path, monkeypatch, error, changes, not_suggested):
-    from clood_candy_plugins.sd import step as step_module
+    from clood_candy_plugins.sd import objective as step_module  # where a training step asks the UNet
 
     real, calls = step_module.predict, []
 
@@ -117,9 +117,9 @@ def test_tensorboard_gets_the_curves_and_a_continued_run_replaces_what_lay_past_
 
 
 @pytest.mark.parametrize("where, module, function, call, expected, kept", [
-    ("validation", "train", "denoising_errors", 2, "at step 2", 1),  # call 1 is the step-0 validation
+    ("validation", "objective", "denoising_errors", 2, "at step 2", 1),  # call 1 is the step-0 validation
     ("a sample", "train", "_sample", 1, "at step 2", 1),
-    ("the final LoRA's check", "saving", "verify_lora", 2, "saving the final LoRA", 2),  # call 1: checkpoint 2
+    ("the final LoRA's check", "verify", "verify_lora", 2, "saving the final LoRA", 2),  # call 1: checkpoint 2
 ])
 def test_out_of_memory_outside_a_step_stops_with_the_settings_and_the_last_checkpoint(
         env, tmp_path, monkeypatch, where, module, function, call, expected, kept):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from clood_candy.errors import UserError
-from clood_candy_plugins.sd.lora import load_with_peft, needs_peft_reader, quiet_peft, release_empty_layers
+from clood_candy_plugins.sd.lora import quiet_peft, release_empty_layers
 
 CAPACITY = 6  # adapters kept loaded; a weight×checkpoint grid reuses a few files many times
 
@@ -21,9 +22,10 @@ def _adapter_name(path: Path) -> str:
 
 
 class AdapterSlots:
-    def __init__(self, pipe, family: str):
+    def __init__(self, pipe, family: str, reader: Callable[[Path, str], None]):
         self.pipe = pipe
         self.family = family
+        self.reader = reader  # loads a file as a named adapter (the base's read_lora)
         self.loaded: OrderedDict[str, Path] = OrderedDict()
 
     def _load(self, path: Path) -> str:
@@ -40,10 +42,7 @@ class AdapterSlots:
             release_empty_layers(self.pipe)
         try:
             with quiet_peft():
-                if needs_peft_reader(path):
-                    load_with_peft(self.pipe, path, name, self.family)
-                else:
-                    self.pipe.load_lora_weights(str(path), adapter_name=name)
+                self.reader(path, name)
         except UserError:
             raise
         except Exception as exc:

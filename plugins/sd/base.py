@@ -13,9 +13,11 @@ from clood_candy.stages import LoadedBase
 from clood_candy.records import TrainItem
 from clood_candy_plugins.sd.adapters import AdapterSlots
 from clood_candy_plugins.sd.bucketed import Fitted, bucket_of, latents_for, load_fitted
-from clood_candy_plugins.sd.denoise import Cond, denoising_errors, encode_images, encode_text, load_image
+from clood_candy_plugins.sd.denoise import Cond, encode_images, encode_text, load_image
 from clood_candy_plugins.sd.loading import TINY_RESOLUTION, LoadedPipeline
+from clood_candy_plugins.sd import lora
 from clood_candy_plugins.sd.lora import activate_only
+from clood_candy_plugins.sd.objective import NoisePrediction
 from clood_candy_plugins.sd.teaching import TeachingMixin
 
 NATIVE_RESOLUTION = {"sd1": 512, "sdxl": 1024}
@@ -66,8 +68,6 @@ class SDBase(TeachingMixin, LoadedBase):
 
     def __init__(self, loaded: LoadedPipeline, base: str, *, device: torch.device, eval_draws: int = 4,
                  threads: int | None = None, buckets: bool = False, resolution: int | None = None):
-        from diffusers import DPMSolverMultistepScheduler
-
         self.pipe = loaded.pipe.to(device)
         self.family = loaded.family
         self.base = base
@@ -75,7 +75,7 @@ class SDBase(TeachingMixin, LoadedBase):
         self.is_toy = loaded.is_toy
         # The run's resolution when the user set one: samples, judges and the report then see
         # the model at the size it trains at (and cost what training does).
-        self.resolution = resolution or (TINY_RESOLUTION if loaded.is_toy else NATIVE_RESOLUTION[loaded.family])
+        self.resolution = resolution or (TINY_RESOLUTION if loaded.is_toy else self.native_resolution)
         self.token_window = self.pipe.tokenizer.model_max_length - 2
         self.device = device
         self.eval_draws = eval_draws
@@ -83,18 +83,82 @@ class SDBase(TeachingMixin, LoadedBase):
         self.lock = ModelLock(threads if threads is not None else (1 if loaded.is_toy else None))
         # Training adds noise with the model's own schedule; sampling uses a fast solver on it.
         self.scheduler_config = dict(self.pipe.scheduler.config)
-        self.pipe.scheduler = DPMSolverMultistepScheduler.from_config(self.scheduler_config)
+        self.pipe.scheduler = self.sampling_scheduler()
         self.pipe.set_progress_bar_config(disable=True)
         for module in self.modules():
             module.requires_grad_(False)
             module.eval()
-        self.adapters = AdapterSlots(self.pipe, self.family)
+        self.adapters = AdapterSlots(self.pipe, self.family, reader=self.read_lora)
         self._latents: dict[tuple, torch.Tensor | Fitted] = {}
         self._cond: dict[tuple[str, int], Cond] = {}
 
+    @property
+    def native_resolution(self) -> int:
+        return NATIVE_RESOLUTION[self.family]
+
     def modules(self) -> list[torch.nn.Module]:
-        names = ("unet", "vae", "text_encoder", "text_encoder_2")
+        names = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2")
         return [m for m in (getattr(self.pipe, n, None) for n in names) if m is not None]
+
+    # --- what the shared training loop asks of a family's base (a family that predicts
+    # something else, in another layout, overrides these: see clood_candy_plugins.flux)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The model a LoRA trains: the UNet here."""
+        return self.pipe.unet
+
+    def sampling_scheduler(self):
+        """The solver images are drawn with, on the model's own schedule."""
+        from diffusers import DPMSolverMultistepScheduler
+
+        return DPMSolverMultistepScheduler.from_config(self.scheduler_config)
+
+    def read_lora(self, path: Path, adapter_name: str) -> None:
+        """Load a LoRA file as a named adapter: diffusers' loader, or our peft reader for the
+        kohya files diffusers cannot read for SD (LoHa, LoKr, DoRA)."""
+        if lora.needs_peft_reader(path):
+            lora.load_with_peft(self.pipe, path, adapter_name, self.family)
+        else:
+            self.pipe.load_lora_weights(str(path), adapter_name=adapter_name)
+
+    def adapter_targets(self, config) -> list[str]:
+        return lora.unet_targets(config)
+
+    def objective(self, prediction_type: str | None = None) -> NoisePrediction:
+        kind = prediction_type or self.prediction_type
+        return NoisePrediction(self.noise_scheduler(kind), kind)
+
+    def encode_text(self, captions: list[str], resolution: int) -> Cond:
+        """The pipeline's own prompt encoding, with gradients (a trained text encoder needs them)."""
+        return encode_text(self.pipe, captions, resolution)
+
+    def draw(self, prompt: str, *, seed: int, steps: int | None = None, negative_prompt: str = ""):
+        """One image from the pipeline as it is (adapters as activated), at the base's resolution."""
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        return self.pipe(prompt=prompt, negative_prompt=negative_prompt or None,
+                         num_inference_steps=steps or (8 if self.is_toy else 25), guidance_scale=7.0,
+                         height=self.resolution, width=self.resolution, generator=generator).images[0]
+
+    def model_version(self) -> tuple[str, str]:
+        """(ss_base_model_version, modelspec architecture) for the LoRA's metadata."""
+        from clood_candy_plugins.sd.metadata import base_version
+
+        return base_version(self.family, self.base, self.is_toy)
+
+    def lora_facts(self) -> dict[str, str]:
+        """Training facts a LoRA's metadata carries beyond SD's ss_* keys (none for SD)."""
+        return {}
+
+    def write_lora(self, out_base: Path, state, config, metadata: dict[str, str]) -> tuple[Path, Path]:
+        """The kohya file and the diffusers-format file for an adapter state."""
+        return lora.write_lora_files(self.pipe, out_base, state, config, self.family, metadata)
+
+    def verify_lora(self, kohya: Path, *, config, resolution: int, prompt: str, diffusers_file: Path | None = None):
+        from clood_candy_plugins.sd.verify import verify_lora
+
+        return verify_lora(self.pipe, kohya, family=self.family, config=config, resolution=resolution, prompt=prompt,
+                           diffusers_file=diffusers_file)
 
     @property
     def prediction_type(self) -> str:
@@ -107,7 +171,7 @@ class SDBase(TeachingMixin, LoadedBase):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "kind": self.kind, "device": str(self.device),
-                "unet_parameters": sum(p.numel() for p in self.pipe.unet.parameters())}
+                "denoiser_parameters": sum(p.numel() for p in self.denoiser.parameters())}
 
     # --- text and images ------------------------------------------------------
 
@@ -123,7 +187,7 @@ class SDBase(TeachingMixin, LoadedBase):
                 activate_only(self.pipe, [], text_only=True)  # the base's own text encoding
                 for start in range(0, len(missing), 32):
                     part = missing[start:start + 32]
-                    encoded = encode_text(self.pipe, part, res).to("cpu", torch.float32)
+                    encoded = self.encode_text(part, res).to("cpu", torch.float32)
                     for i, caption in enumerate(part):
                         self._cond[(caption, res)] = encoded.select([i])
         return Cond.cat([self._cond[(c, res)] for c in captions])
@@ -175,6 +239,5 @@ class SDBase(TeachingMixin, LoadedBase):
         cond = self.cond(captions)
         with self.lock:
             self.adapters.activate(None, 0.0)
-            errors = denoising_errors(self.pipe.unet, self.noise_scheduler(), latents, cond, seed=seed,
-                                      draws=self.eval_draws, prediction_type=self.prediction_type)
+            errors = self.objective().errors(self.denoiser, latents, cond, seed=seed, draws=self.eval_draws)
         return [float(e) for e in errors]

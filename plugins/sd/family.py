@@ -69,16 +69,11 @@ class SDFamily(ModelFamily):
 
     def generate(self, base: LoadedBase, prompt: str, *, seed: int, lora: Path | None = None, weight: float = 1.0,
                  negative_prompt: str = "", steps: int | None = None) -> Image.Image:
-        import torch
 
         sd = self._own(base)
         with sd.lock:
             sd.adapters.activate(Path(lora) if lora else None, weight)
-            generator = torch.Generator("cpu").manual_seed(int(seed))
-            result = sd.pipe(prompt=prompt, negative_prompt=negative_prompt or None,
-                             num_inference_steps=steps or (8 if sd.is_toy else 25), guidance_scale=7.0,
-                             height=sd.resolution, width=sd.resolution, generator=generator)
-        return result.images[0]
+            return sd.draw(prompt, seed=seed, steps=steps, negative_prompt=negative_prompt)
 
     # --- for the plan: no model is loaded (planning.py, sizing.py)
 

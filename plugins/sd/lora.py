@@ -67,18 +67,29 @@ def component_targets(config: TrainConfig, component: str) -> list[str]:
     return unet_targets(config) if component == "unet" else text_targets(config)
 
 
+def denoiser_name(pipe) -> str:
+    """The model a LoRA mainly trains: a UNet (SD1/SDXL) or a transformer (Flux)."""
+    return "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
+
+
+def denoiser(pipe) -> torch.nn.Module:
+    return getattr(pipe, denoiser_name(pipe))
+
+
 def text_encoder_names(pipe) -> list[str]:
     return [n for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
 
 
-def attach(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
+def attach(pipe, config: TrainConfig, targets: list[str] | str | None = None) -> list[torch.nn.Parameter]:
     """Add the training adapter; return its parameters (the only trainable ones). If any
     part fails, the parts already added come off again: the base is shared by every config
-    of a fight, and one config's failure must not become the next one's."""
+    of a fight, and one config's failure must not become the next one's. ``targets``: the
+    denoiser's layers when the family has its own (default: the UNet's for the config)."""
     detach(pipe)  # a run killed mid-training in this process left one behind
     try:
         with quiet_peft():  # sampling adapters may already sit in the model: that is intended
-            pipe.unet.add_adapter(adapter_config(config, unet_targets(config)), adapter_name=ADAPTER)
+            denoiser(pipe).add_adapter(adapter_config(config, unet_targets(config) if targets is None else targets),
+                                       adapter_name=ADAPTER)
             if config.train_text_encoder:
                 for name in text_encoder_names(pipe):
                     getattr(pipe, name).add_adapter(adapter_config(config, text_targets(config)), adapter_name=ADAPTER)
@@ -95,7 +106,7 @@ def attach(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
 def detach(pipe, config: TrainConfig | None = None) -> None:
     """Remove the training adapter from every model that holds it (the UNet and both text
     encoders, whatever the config asked for: a half-attached adapter is removed too)."""
-    for module in [pipe.unet] + [getattr(pipe, n) for n in text_encoder_names(pipe)]:
+    for module in [denoiser(pipe)] + [getattr(pipe, n) for n in text_encoder_names(pipe)]:
         if ADAPTER not in (getattr(module, "peft_config", None) or {}):
             continue
         with quiet_peft():
@@ -116,7 +127,7 @@ def release_empty_layers(pipe) -> None:
     def holds_none(layer) -> bool:
         return not any(len(getattr(layer, part, None) or {}) for part in layer.adapter_layer_names)
 
-    for model in [pipe.unet] + [getattr(pipe, n) for n in text_encoder_names(pipe)]:
+    for model in [denoiser(pipe)] + [getattr(pipe, n) for n in text_encoder_names(pipe)]:
         for name, layer in list(model.named_modules()):
             if isinstance(layer, BaseTunerLayer) and holds_none(layer):
                 parent, _, child = name.rpartition(".")
@@ -138,7 +149,7 @@ def activate_only(pipe, names: list[str], *, text_only: bool = False) -> None:
     the UNet and text encoders (or the text encoders only)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    models = [getattr(pipe, n) for n in text_encoder_names(pipe)] + ([] if text_only else [pipe.unet])
+    models = [getattr(pipe, n) for n in text_encoder_names(pipe)] + ([] if text_only else [denoiser(pipe)])
     for model in models:
         for module in model.modules():
             if isinstance(module, BaseTunerLayer):
@@ -149,7 +160,7 @@ def activate_only(pipe, names: list[str], *, text_only: bool = False) -> None:
 
 
 def trained_modules(pipe, config: TrainConfig) -> dict[str, torch.nn.Module]:
-    found = {"unet": pipe.unet}
+    found = {denoiser_name(pipe): denoiser(pipe)}
     if config.train_text_encoder:
         found.update({n: getattr(pipe, n) for n in text_encoder_names(pipe)})
     return found

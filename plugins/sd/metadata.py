@@ -35,8 +35,10 @@ def targets_label(config: TrainConfig) -> str:
 
 def lora_metadata(*, family: str, base_name: str, config: TrainConfig, data: TrainSet, steps: int, target: int,
                   resolution: int, prediction_type: str, output_name: str, data_facts: dict[str, str],
-                  toy: bool = False) -> dict[str, str]:
-    version, architecture = base_version(family, base_name, toy)
+                  toy: bool = False, version: tuple[str, str] | None = None) -> dict[str, str]:
+    """``version``: (ss_base_model_version, modelspec architecture) for a family this module
+    does not know (it brings its own); default: SD1's or SDXL's."""
+    version, architecture = version or base_version(family, base_name, toy)
     lycoris = config.variant in ("loha", "lokr")
     args = {"algo": config.variant} if lycoris else {}
     if config.variant == "dora":

@@ -64,7 +64,7 @@ def make_optimizer(config: TrainConfig, pipe) -> torch.optim.Optimizer:
     groups = []
     for name, module in lora.trained_modules(pipe, config).items():
         params = [p for p in module.parameters() if p.requires_grad]
-        lr = config.learning_rate if name == "unet" else (config.text_encoder_lr or config.learning_rate)
+        lr = config.learning_rate if name in ("unet", "transformer") else (config.text_encoder_lr or config.learning_rate)
         groups.append({"params": params, "lr": lr})
     if config.optimizer == "adamw":
         # The fused kernel updates every tensor in one call: on the tiny model's 80 small

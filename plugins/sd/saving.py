@@ -19,7 +19,7 @@ from clood_candy_plugins.sd.bucketed import bucket_metadata
 from clood_candy_plugins.sd.data import describe_data
 from clood_candy_plugins.sd.failures import disk_full_message, is_disk_full
 from clood_candy_plugins.sd.metadata import lora_metadata
-from clood_candy_plugins.sd.verify import problem, verify_lora
+from clood_candy_plugins.sd.verify import problem
 
 if TYPE_CHECKING:
     from clood_candy.context import StageContext
@@ -72,11 +72,12 @@ def save_lora(s: Session, path_base: Path, steps: int) -> dict[str, Any]:
                      ss_class_prompt=s.prior.prompt)
     meta = lora_metadata(family=s.base.family, base_name=s.base.base, config=s.config, data=s.data, steps=steps,
                          target=s.target, resolution=s.resolution, prediction_type=s.prediction_type,
-                         output_name=path_base.name, data_facts=facts, toy=s.base.is_toy)
-    kohya, diffusers_file = lora.write_lora_files(s.base.pipe, path_base, state, s.config, s.base.family, meta)
+                         output_name=path_base.name, data_facts={**facts, **s.base.lora_facts()}, toy=s.base.is_toy,
+                         version=s.base.model_version())
+    kohya, diffusers_file = s.base.write_lora(path_base, state, s.config, meta)
     prompt = f"a photo of {s.data.trigger} {s.data.class_word}"
-    verification = verify_lora(s.base.pipe, kohya, family=s.base.family, config=s.config, resolution=s.resolution,
-                               prompt=prompt, diffusers_file=diffusers_file)
+    verification = s.base.verify_lora(kohya, config=s.config, resolution=s.resolution, prompt=prompt,
+                                      diffusers_file=diffusers_file)
     return {"kohya": kohya, "diffusers": diffusers_file, "verification": verification}
 
 

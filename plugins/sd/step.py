@@ -17,10 +17,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from clood_candy.records import TrainConfig, TrainSet
-from clood_candy_plugins.sd import recipe
 from clood_candy_plugins.sd.bucketed import BucketedLatents, bucket_batch_indices, with_time_ids
 from clood_candy_plugins.sd.data import batch_indices, step_generator, step_seed, vary_caption
-from clood_candy_plugins.sd.denoise import encode_text, predict
 from clood_candy_plugins.sd.failures import free_memory, is_out_of_memory, out_of_memory_message
 
 if TYPE_CHECKING:
@@ -39,10 +37,9 @@ class Stepper:
     data: TrainSet
     config: TrainConfig
     latents: "torch.Tensor | BucketedLatents"  # the training photos' latents, on CPU (per bucket with prep.buckets)
-    scheduler: Any
-    unet: Any  # pipe.unet, or its torch.compile'd form
+    objective: Any  # what the model predicts and how it is scored (objective.py, or the family's own)
+    model: Any  # the denoiser (UNet or transformer), or its torch.compile'd form
     params: list[torch.nn.Parameter]
-    prediction_type: str
     resolution: int
     autocast: Any
     scaler: Any
@@ -51,7 +48,7 @@ class Stepper:
 
     def __post_init__(self) -> None:
         # A diffusers model's .dtype walks every module: 6 ms a call on the tiny UNet, once.
-        self.dtype = self.base.pipe.unet.dtype
+        self.dtype = self.base.denoiser.dtype
         self.bucketed = isinstance(self.latents, BucketedLatents)
 
     def step(self, step: int) -> float:
@@ -89,8 +86,7 @@ class Stepper:
         noise = torch.randn(shape, generator=gen)
         if config.noise_offset:  # lets the model learn overall brightness shifts
             noise = noise + config.noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=gen)
-        t_high = min(config.timestep_max, self.scheduler.config.num_train_timesteps)
-        timesteps = torch.randint(config.timestep_min, t_high, (shape[0],), generator=gen)
+        timesteps = self.objective.draw_times(gen, shape[0], config, latent_shape)
         mine = slice(self.processes.index * config.batch_size, (self.processes.index + 1) * config.batch_size)
         return index, index[mine], noise[mine], timesteps[mine], mine
 
@@ -126,18 +122,17 @@ class Stepper:
 
     def _losses(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, captions: list[str],
                 ids: torch.Tensor | None) -> torch.Tensor:
-        """The loss of each item: noise the latents, let the UNet guess. ``ids``: the
+        """The loss of each item: noise the latents, let the model guess. ``ids``: the
         first items' SDXL time ids, when they are not the square default."""
         config, base, device = self.config, self.base, self.base.device
         x0, noise, timesteps = x0.to(device), noise.to(device), timesteps.to(device)
-        noisy = self.scheduler.add_noise(x0, noise, timesteps)
-        target = noise if self.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, timesteps)
+        noisy, target = self.objective.noised(x0, noise, timesteps)
         # Frozen encoder: cached conditioning (computed outside autocast, so the cache stays fp32).
         cond = None if config.train_text_encoder else base.cond(captions, self.resolution)
         dtype = self.dtype
         with self.autocast:
             if cond is None:
-                cond = encode_text(base.pipe, captions, self.resolution)
+                cond = base.encode_text(captions, self.resolution)
             cond = with_time_ids(cond, ids)
-            pred = predict(self.unet, noisy.to(dtype), timesteps, cond.to(device, dtype))
-        return recipe.loss_items(pred.float(), target.float(), timesteps, self.scheduler, config, self.prediction_type)
+            pred = self.objective.predict(self.model, noisy.to(dtype), timesteps, cond.to(device, dtype))
+        return self.objective.loss_items(pred.float(), target.float(), timesteps, config)

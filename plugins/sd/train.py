@@ -37,7 +37,6 @@ from clood_candy.runstore import fingerprint
 from clood_candy_plugins.sd import checkpoint as ckpt
 from clood_candy_plugins.sd import bucketed, lora, recipe, saving
 from clood_candy_plugins.sd.data import dataset_hash, step_seed
-from clood_candy_plugins.sd.denoise import denoising_errors, encode_text
 from clood_candy_plugins.sd.distributed import Processes
 from clood_candy_plugins.sd.failures import (ProcessOutOfMemory, free_memory, guarded, is_disk_full, is_out_of_memory,
                                              out_of_memory_message)
@@ -107,7 +106,7 @@ def _train(base, data, config, out_dir, ctx, max_steps, on_step, began) -> Train
         base.adapters.clear()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(step_seed(config.seed, 0))
-            params = lora.attach(base.pipe, config)
+            params = lora.attach(base.pipe, config, base.adapter_targets(config))
         try:
             optimizer = recipe.make_optimizer(config, base.pipe)
             lr_scheduler = recipe.make_lr_scheduler(config, optimizer)
@@ -120,9 +119,9 @@ def _train(base, data, config, out_dir, ctx, max_steps, on_step, began) -> Train
             finally:
                 log.close()
         finally:
-            base.pipe.unet.eval()
+            base.denoiser.eval()
             if config.gradient_checkpointing:
-                base.pipe.unet.disable_gradient_checkpointing()
+                base.denoiser.disable_gradient_checkpointing()
             lora.detach(base.pipe, config)
 
 
@@ -131,18 +130,17 @@ def _validation(s: Session):
     validation = s.data.validation or s.data.train  # no held-out photos: measure on the training ones
     latents = bucketed.latents_for(s.base, validation, s.resolution, s.data.buckets)
     captions = [i.caption for i in validation]
-    scheduler = s.base.noise_scheduler(s.prediction_type)
-    pipe = s.base.pipe
+    objective = s.base.objective(s.prediction_type)
 
     @torch.no_grad()
     def my_errors() -> torch.Tensor:
         mine = s.processes.mine(len(validation))
-        cond = (encode_text(pipe, [captions[i] for i in mine], s.resolution) if s.config.train_text_encoder
+        cond = (s.base.encode_text([captions[i] for i in mine], s.resolution) if s.config.train_text_encoder
                 else s.base.cond([captions[i] for i in mine], s.resolution))
         errors = torch.zeros(len(validation))
         if mine:
-            errors[mine] = denoising_errors(pipe.unet, scheduler, latents[mine], cond.to("cpu", torch.float32),
-                                            seed=s.ctx.config.seed, draws=VAL_DRAWS, prediction_type=s.prediction_type)
+            errors[mine] = objective.errors(s.base.denoiser, latents[mine], cond.to("cpu", torch.float32),
+                                            seed=s.ctx.config.seed, draws=VAL_DRAWS)
         return errors
 
     def val_loss() -> float:
@@ -156,7 +154,7 @@ def _validation(s: Session):
 
 
 def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int, log: TrainLog, on_step) -> TrainOutcome:
-    config, pipe, main, history = s.config, s.base.pipe, s.processes.is_main, s.history
+    config, model, main, history = s.config, s.base.denoiser, s.processes.is_main, s.history
     val_loss = _validation(s)
     if start == 0:
         history["val_loss"].append((0, val_loss()))
@@ -165,14 +163,13 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                       seconds=s.elapsed())
     device = s.base.device
     stepper = Stepper(base=s.base, data=s.data, config=config, latents=train_latents, params=params,
-                      scheduler=s.base.noise_scheduler(s.prediction_type),
-                      unet=torch.compile(pipe.unet) if config.compile else pipe.unet, prediction_type=s.prediction_type,
-                      resolution=s.resolution, autocast=recipe.autocast_for(config, device),
+                      objective=s.base.objective(s.prediction_type),
+                      model=torch.compile(model) if config.compile else model, resolution=s.resolution, autocast=recipe.autocast_for(config, device),
                       scaler=(torch.amp.GradScaler("cuda") if config.mixed_precision == "fp16" and device.type == "cuda"
                               else None), processes=s.processes, prior=s.prior)
     if config.gradient_checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
-    pipe.unet.train()
+        model.enable_gradient_checkpointing()
+    model.train()
     last_saved, error = start, None
     # A caller that follows progress through on_step shows its own bar; other processes none.
     bar = (s.ctx.progress.task(f"Training {config.name}", total=s.target - start) if on_step is None and main
@@ -187,9 +184,9 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                 # 4. Validation at fixed noise: the number that shows learning.
                 val = None
                 if step % config.validate_every == 0 or step == s.target:
-                    pipe.unet.eval()
+                    model.eval()
                     val = val_loss()
-                    pipe.unet.train()
+                    model.train()
                     if not math.isfinite(val):  # the step's update broke the adapter: keep the checkpoint before it
                         raise TrainingStopped(f"validation loss became {val} at step {step} "
                                               f"(learning rate {config.learning_rate} too high?)")
@@ -203,9 +200,9 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                     on_step(step, loss)
                 # 5. Checkpoints: everything needed to continue from here.
                 if step % config.checkpoint_every == 0 or step == s.target:
-                    pipe.unet.eval()
+                    model.eval()
                     problem = s.processes.from_main(_save_checkpoint(s, step, optimizer, lr_scheduler) if main else None)
-                    pipe.unet.train()
+                    model.train()
                     if problem:
                         raise TrainingStopped(problem)
                     last_saved = step
@@ -222,7 +219,7 @@ def _loop(s: Session, params, optimizer, lr_scheduler, train_latents, start: int
                     log.write(step=step, loss=None, val_loss=None, lr=recipe.current_lr(optimizer), seconds=s.elapsed(),
                               error=error)
                 break
-    pipe.unet.eval()
+    model.eval()
     if error is not None:
         return saving.outcome(s, last_saved, error=error)
     # 6. The final LoRA, verified before it is handed on; every process returns the main one's.
@@ -274,14 +271,11 @@ def _save_checkpoint(s: Session, step: int, optimizer, lr_scheduler) -> str | No
 
 def _sample(s: Session, step: int) -> str:
     """A picture with the adapter as it is at this step (the training adapter is active)."""
-    pipe = s.base.pipe
     prompt = f"a photo of {s.data.trigger} {s.data.class_word}"
-    pipe.unet.eval()
+    s.base.denoiser.eval()
     with torch.no_grad():
-        image = pipe(prompt=prompt, num_inference_steps=8 if s.base.is_toy else 25, guidance_scale=7.0,
-                     height=s.base.resolution, width=s.base.resolution,
-                     generator=torch.Generator("cpu").manual_seed(s.config.seed)).images[0]
-    pipe.unet.train()
+        image = s.base.draw(prompt, seed=s.config.seed)
+    s.base.denoiser.train()
     path = s.out_dir / "samples" / f"step-{step}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from safetensors import safe_open
 
 from clood_candy_plugins.sd import keymap
 from clood_candy_plugins.sd.denoise import encode_text, predict
-from clood_candy_plugins.sd.lora import (ADAPTER, activate_only, load_with_peft, needs_peft_reader, quiet_peft,
-                                         release_empty_layers, to_kohya)
+from clood_candy_plugins.sd.lora import (ADAPTER, activate_only, denoiser, denoiser_name, load_with_peft,
+                                         needs_peft_reader, quiet_peft, release_empty_layers, to_kohya)
 
 CHECK_ADAPTER = "clood_verify"
 # Outputs (and each layer's weight change) at the base's precision may differ by this many
@@ -35,7 +36,7 @@ OUTPUT_EPS = 8
 
 
 @contextmanager
-def _captured_warnings():
+def captured_warnings():
     """diffusers reports unexpected/missing LoRA keys as log warnings; collect them."""
     records: list[str] = []
 
@@ -87,12 +88,12 @@ def tolerance(want: torch.Tensor, eps: float) -> float:
 
 
 @contextmanager
-def _at_base_precision(pipe, adapter: str):
+def at_base_precision(pipe, adapter: str):
     """The adapter's weights held as a loader holds a file's: in each model's dtype (attach
     keeps the trained ones in fp32 even on a half-precision base). Restored exactly after."""
     kept = []
     try:
-        for model in (pipe.unet, *_components(pipe).values()):
+        for model in (denoiser(pipe), *_components(pipe).values()):
             dtype = model.dtype  # a property that walks the parameters: once per model
             for name, param in model.named_parameters():
                 if f".{adapter}." in name + "." and param.dtype != dtype:
@@ -105,20 +106,20 @@ def _at_base_precision(pipe, adapter: str):
 
 
 @torch.no_grad()
-def _weight_report(pipe, family: str, eps: float) -> dict[str, Any]:
+def weight_report(pipe, eps: float, name_of: Callable[[str, str], str]) -> dict[str, Any]:
     """Every layer the training adapted, against the same layer under the loaded file:
     modules the file does not adapt, and the largest difference in weight change (scale
     included: get_delta_weight is what merging applies; DoRA's magnitudes beside it),
-    relative to the trained change."""
+    relative to the trained change. ``name_of(component, module)``: a module's name in the file."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     missing, worst = [], 0.0
-    for component, model in {"unet": pipe.unet, **_components(pipe)}.items():
+    for component, model in {denoiser_name(pipe): denoiser(pipe), **_components(pipe)}.items():
         for name, module in model.named_modules():
             if not isinstance(module, BaseTunerLayer) or ADAPTER not in getattr(module, "scaling", {}):
                 continue
             if CHECK_ADAPTER not in module.scaling:
-                missing.append(keymap.kohya_prefix(component, name, family, pipe.unet.config))
+                missing.append(name_of(component, name))
                 continue
             pairs = [(module.get_delta_weight(ADAPTER), module.get_delta_weight(CHECK_ADAPTER))]
             magnitudes = getattr(module, "lora_magnitude_vector", None)  # DoRA's, not in the delta
@@ -151,16 +152,16 @@ def _loaded_state(pipe, adapter: str) -> dict[str, dict[str, torch.Tensor]]:
             if adapter in (getattr(model, "peft_config", None) or {})}
 
 
-def _drop(pipe, adapter: str) -> None:
+def drop_adapter(pipe, adapter: str) -> None:
     with quiet_peft():
-        if any(adapter in (getattr(m, "peft_config", None) or {}) for m in [pipe.unet, *_components(pipe).values()]):
+        if any(adapter in (getattr(m, "peft_config", None) or {}) for m in [denoiser(pipe), *_components(pipe).values()]):
             pipe.delete_adapters(adapter)
     release_empty_layers(pipe)
 
 
 def _try_load(pipe, path: Path, *, with_peft: bool, family: str) -> tuple[str | None, list[str]]:
     """Load ``path`` as the check adapter; return (error or None, diffusers' key warnings)."""
-    with _captured_warnings() as grabbed:
+    with captured_warnings() as grabbed:
         try:
             if with_peft:
                 load_with_peft(pipe, path, CHECK_ADAPTER, family)
@@ -201,7 +202,7 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
         outputs["base"] = _probe(pipe, resolution, prompt)
         if trained_adapter:
             activate_only(pipe, [ADAPTER])
-            with _at_base_precision(pipe, ADAPTER):
+            with at_base_precision(pipe, ADAPTER):
                 outputs["trained"] = _probe(pipe, resolution, prompt)
         error, result["load_warnings"] = _try_load(pipe, path, with_peft=with_peft, family=family)
         result["diffusers_load"] = error is None and not with_peft
@@ -213,15 +214,16 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
             result["unexpected_keys"] = sorted(keys - rebuilt)
             result["missing_keys"] = sorted(rebuilt - keys)
             if trained_adapter:
-                with _at_base_precision(pipe, ADAPTER):
-                    result.update(_weight_report(pipe, family, eps))
+                with at_base_precision(pipe, ADAPTER):
+                    result.update(weight_report(pipe, eps, lambda component, module: keymap.kohya_prefix(
+                        component, module, family, pipe.unet.config)))
             activate_only(pipe, [CHECK_ADAPTER])
             outputs["file"] = _probe(pipe, resolution, prompt)
             result["output_change"] = float((outputs["file"] - outputs["base"]).abs().max())
             result["output_changed"] = result["output_change"] > 1e-6
             if "trained" in outputs:
-                result.update(_compare(outputs["file"], outputs["trained"], "reproduces_trained", eps))
-        _drop(pipe, CHECK_ADAPTER)
+                result.update(compare(outputs["file"], outputs["trained"], "reproduces_trained", eps))
+        drop_adapter(pipe, CHECK_ADAPTER)
         if diffusers_file is not None and config.variant in ("lora", "dora") and "trained" in outputs:
             error, _ = _try_load(pipe, diffusers_file, with_peft=False, family=family)
             if error:
@@ -229,9 +231,9 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
             else:
                 activate_only(pipe, [CHECK_ADAPTER])
                 got = _probe(pipe, resolution, prompt)
-                result.update(_compare(got, outputs["trained"], "diffusers_file_reproduces", eps))
+                result.update(compare(got, outputs["trained"], "diffusers_file_reproduces", eps))
     finally:
-        _drop(pipe, CHECK_ADAPTER)
+        drop_adapter(pipe, CHECK_ADAPTER)
         activate_only(pipe, [ADAPTER] if trained_adapter else [])
     if config.variant in ("loha", "lokr"):
         result["notes"].append(f"diffusers cannot load {config.variant} files for SD; ComfyUI and A1111 can")
@@ -248,7 +250,7 @@ def verify_lora(pipe, path: Path, *, family: str, config, resolution: int, promp
     return result
 
 
-def _compare(got: torch.Tensor, want: torch.Tensor, name: str, eps: float) -> dict[str, Any]:
+def compare(got: torch.Tensor, want: torch.Tensor, name: str, eps: float) -> dict[str, Any]:
     diff, allowed = float((got - want).abs().max()), tolerance(want, eps)
     return {f"{name}_max_diff": diff, f"{name}_tolerance": allowed, name: diff <= allowed}
 
@@ -258,6 +260,7 @@ def problem(result: dict[str, Any]) -> str | None:
     if result.get("ok"):
         return None
     for key, why in (("load_error", "does not load"), ("diffusers_file_error", "(diffusers format) does not load"),
+                     ("diffusers_kohya_error", "does not load through diffusers' kohya converter"),
                      ("unexpected_keys", "has keys the loader does not use"),
                      ("missing_keys", "lacks keys"), ("modules_not_in_file", "lacks trained modules"),
                      ("a1111_unmapped", "has keys A1111 cannot map"),
@@ -274,4 +277,6 @@ def problem(result: dict[str, Any]) -> str | None:
     if not result.get("weights_reproduce_trained", True):
         return (f"{result['file']} does not reproduce the trained weight changes "
                 f"(relative difference {result.get('weights_max_rel_diff', 0):.2g})")
+    if not result.get("diffusers_kohya_reproduces", True):
+        return f"{result['file']} read by diffusers' kohya converter does not reproduce the trained model's output"
     return f"{result['file']}: the diffusers-format file does not reproduce the trained model's output"
