@@ -57,10 +57,12 @@ def _intro(run: RunData) -> str:
 def _toy(run: RunData) -> str:
     if not run.is_toy:
         return ""
+    words = run.words()
     return note("These results come from a tiny model with random weights, built on this computer in seconds. "
-                "It has the real architecture — the same VAE, UNet, text encoder and LoRA file format as Stable "
-                "Diffusion — so every number and every step below is real, but its pictures are noise: it shows the "
-                "mechanics, not art. Give clood a real base model (--base stable-diffusion-v1-5/stable-diffusion-v1-5) for "
+                f"It has the real architecture — the same VAE, {esc(words['denoiser'])}, text encoders and LoRA file "
+                f"format as {esc(words['model_name'])} — so every number and every step below is real, but its "
+                "pictures are noise: it shows the "
+                f"mechanics, not art. Give clood a real base model (--base {esc(words['real_base'])}) for "
                 "pictures of jellybeans.", "toy")
 
 

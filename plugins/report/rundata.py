@@ -20,7 +20,10 @@ from clood_candy.stages import LoadedBase
 if TYPE_CHECKING:
     from clood_candy.context import StageContext
 
-TOY_BASES = {"tiny", "tiny-sdxl"}
+TOY_BASES = {"tiny", "tiny-sdxl", "tiny-flux"}
+# What the report says of a base whose family does not describe itself (SD1/SDXL's words).
+SD_WORDS = {"model_name": "Stable Diffusion", "denoiser": "UNet", "lora_tools": ["ComfyUI", "Automatic1111 / Forge"],
+            "not_loaded_by": "", "objective_words": "", "real_base": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 STAGE_OF = {"prep": "prep", "caption": "caption", "dataset": "caption", "train": "train", "samples": "sample"}
 
 
@@ -171,6 +174,18 @@ class RunData:
                 self.base_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 self.ctx.log.warning("report: base model not loadable: %s", exc)
         return self._base
+
+    def words(self) -> dict[str, Any]:
+        """How to speak of this base: its name, its denoiser, the tools that load its LoRAs
+        (from the base's describe(); SD's words when it says nothing, or is not loaded)."""
+        described = {}
+        base = self.base()
+        if base is not None:
+            try:
+                described = base.describe()
+            except Exception:  # a family's describe() must not cost the report
+                described = {}
+        return {**SD_WORDS, **{k: v for k, v in described.items() if k in SD_WORDS or k.endswith("_words")}}
 
     @property
     def is_toy(self) -> bool:

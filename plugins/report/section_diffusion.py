@@ -38,7 +38,15 @@ def build(run: RunData) -> Section:
     share = getattr(base, "signal_share", None)
     shares = share([t for t, _, _ in steps]) if callable(share) else None
     sample_steps = run.config.sample.steps
+    words = run.words()
     body = [lesson(
+        "This is how the model is trained, and what every training step in section 6 does: take a photo's latent, "
+        "slide it along a straight line towards pure noise — the noise level σ, from 0 (clean) to 1 (pure noise; "
+        "shown as t = 1000σ) — and ask the transformer, which also reads the caption, which way that line runs "
+        "(the noise minus the photo): this is <i>flow matching</i>, how Flux and SD3 learn, where SD1 and SDXL "
+        "learn to name the noise itself. The gap between its answer and the true direction is the <i>loss</i>. "
+        "A LoRA is a small set of extra weights trained to shrink that gap on your photos."
+        if "flow matching" in words["objective_words"] else
         "This is how the model is trained, and what every training step in section 6 does: take a photo's latent, "
         "bury it under a random amount of noise — the <i>timestep</i>, from 0 (clean) to 999 (pure noise) — and ask "
         "the UNet, which also reads the caption, to say which part is noise. The gap between its answer and the "

@@ -101,7 +101,7 @@ def _sizes(run: RunData, lora: Path) -> str:
     text = (f"The file holds <b>{number(stats['params'])}</b> numbers ({megabytes(size)}), spread over "
             f"{stats['modules']} small adapters of rank {rank}")
     if base_params:
-        text += (f"; the base model's UNet alone has <b>{number(base_params)}</b>. The LoRA is "
+        text += (f"; the base model's {esc(run.words()['denoiser'])} alone has <b>{number(base_params)}</b>. The LoRA is "
                  f"<b>{stats['params'] / base_params:.2%}</b> of it")
     text += (". It does not replace any of the base's weights: for each layer it adapts, it adds the product of "
              f"two thin matrices (rank {rank}) — a small, cheap correction. That is why the file is only "
@@ -162,10 +162,14 @@ def _verification(checks: dict[str, Any]) -> str:
 def _how_to_use(run: RunData, lora: Path) -> str:
     name, trigger, word = esc(lora.stem), esc(run.config.trigger), esc(run.config.class_word)
     base = esc(run.config.base)
+    words = run.words()
+    tools = words["lora_tools"]
+    webui = next((t for t in tools if "Forge" in t), "Forge")
+    unsupported = f"<p>{esc(words['not_loaded_by'])}.</p>" if words["not_loaded_by"] else ""
     return (f"<h3>Use it</h3><p>The file: <span class=\"code\">{esc(lora)}</span> — trained on "
             f"<span class=\"code\">{base}</span>. Start prompts with the trigger word "
-            f"<span class=\"code\">{trigger}</span>, for example “{trigger}, {word} in a glass bowl”.</p>"
-            + table(["", "ComfyUI", "Automatic1111 / Forge"], [
+            f"<span class=\"code\">{trigger}</span>, for example “{trigger}, {word} in a glass bowl”.</p>" + unsupported
+            + table(["", "ComfyUI", esc(webui)], [
                 ["put the file in", '<span class="code">ComfyUI/models/loras/</span>',
                  '<span class="code">stable-diffusion-webui/models/Lora/</span>'],
                 ["then", "add a <b>Load LoRA</b> node (LoraLoader) between <i>Load Checkpoint</i> and your CLIP Text "
@@ -184,11 +188,12 @@ def _how_to_use_toy(run: RunData, lora: Path) -> str:
     base, trigger = esc(run.config.base), esc(run.config.trigger)
     return (f"<h3>Use it</h3><p>The file: <span class=\"code\">{esc(lora)}</span> — trained on clood's toy base "
             f"<span class=\"code\">{base}</span>, whose layers are far smaller than a real model's. It loads on that "
-            "toy only: in ComfyUI or Automatic1111 / Forge on a real Stable Diffusion checkpoint every one of its "
+            f"toy only: in {' or '.join(esc(t) for t in run.words()['lora_tools'])} on a real "
+            f"{esc(run.words()['model_name'])} checkpoint every one of its "
             "patches would fail on shape, so this report does not tell you to put it there. Try it where the toy "
             f"lives: <span class=\"code\">clood sample {esc(run.root)} --prompt \"{trigger}, jellybean on a wooden "
             "table\"</span>. For a LoRA to use in ComfyUI or Forge, run clood on your photos with a real base, "
-            "e.g. <span class=\"code\">--base stable-diffusion-v1-5/stable-diffusion-v1-5</span>.</p>")
+            f"e.g. <span class=\"code\">--base {esc(run.words()['real_base'])}</span>.</p>")
 
 
 def build(run: RunData) -> Section:
