@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clood_candy.errors import UserError
 from clood_candy.plan.records import TrainingDefaults
 from clood_candy.stages import MAX_RESOLUTION, MIN_RESOLUTION
 from clood_candy_plugins.flux.loading import TINY, is_flux
@@ -37,24 +36,15 @@ class FluxFamily(SDFamily):
     def matches(self, base: str) -> bool:
         return is_flux(base)
 
-    def load(self, base: str, ctx: "StageContext") -> "FluxBase":
-        import torch
-
-        from clood_candy_plugins.flux.base import FluxBase
+    def load_pipeline(self, base: str, ctx: "StageContext", dtype):
         from clood_candy_plugins.flux.loading import load_flux
-        from clood_candy_plugins.sd.base import DTYPES, quiet_libraries
-        from clood_candy_plugins.sd.distributed import launched_device
 
-        quiet_libraries()
-        options = ctx.options("sd")
-        device = torch.device(options.get("device") or launched_device() or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if options.get("dtype", "fp32") not in DTYPES:
-            raise UserError(f"[plugins.sd] dtype must be one of {', '.join(DTYPES)}, not {options['dtype']!r}")
-        loaded = load_flux(base, dtype=DTYPES[options.get("dtype", "fp32")])
-        threads = options.get("threads")
-        return FluxBase(loaded, base, options=ctx.options("flux"), device=device,
-                        eval_draws=int(options.get("eval_draws", 4)), threads=int(threads) if threads else None,
-                        buckets=ctx.config.prep.buckets, resolution=ctx.config.prep.resolution)
+        return load_flux(base, dtype=dtype)
+
+    def make_base(self, loaded, base: str, ctx: "StageContext", **settings) -> "FluxBase":
+        from clood_candy_plugins.flux.base import FluxBase
+
+        return FluxBase(loaded, base, options=ctx.options("flux"), **settings)
 
     def check_resolution(self, resolution: int, buckets: bool) -> str | None:
         # 8× VAE, then 2×2 patches: sides step by 16.

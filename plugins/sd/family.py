@@ -40,9 +40,8 @@ class SDFamily(ModelFamily):
     def load(self, base: str, ctx: "StageContext") -> "SDBase":
         import torch
 
-        from clood_candy_plugins.sd.base import DTYPES, SDBase, quiet_libraries
+        from clood_candy_plugins.sd.base import DTYPES, quiet_libraries
         from clood_candy_plugins.sd.distributed import launched_device
-        from clood_candy_plugins.sd.loading import load_pipeline
 
         quiet_libraries()
         options = ctx.options("sd")
@@ -50,16 +49,28 @@ class SDFamily(ModelFamily):
         device = torch.device(options.get("device") or launched_device() or ("cuda" if torch.cuda.is_available() else "cpu"))
         if options.get("dtype", "fp32") not in DTYPES:
             raise UserError(f"[plugins.sd] dtype must be one of {', '.join(DTYPES)}, not {options['dtype']!r}")
-        dtype = DTYPES[options.get("dtype", "fp32")]
-        loaded = load_pipeline(base, self.name, allow_pickle=ctx.config.allow_pickle, dtype=dtype,
-                               single_file_config=options.get("single_file_config"))
+        loaded = self.load_pipeline(base, ctx, DTYPES[options.get("dtype", "fp32")])
         if loaded.loaded_from:
             ctx.progress.say(f"'{base}' was removed from the Hugging Face Hub: loaded its maintained copy "
                              f"'{loaded.loaded_from}' (name that one in clood.toml)")
         threads = options.get("threads")
-        return SDBase(loaded, base, device=device, eval_draws=int(options.get("eval_draws", 4)),
-                      threads=int(threads) if threads else None, buckets=ctx.config.prep.buckets,
-                      resolution=ctx.config.prep.resolution)
+        return self.make_base(loaded, base, ctx, device=device, eval_draws=int(options.get("eval_draws", 4)),
+                              threads=int(threads) if threads else None, buckets=ctx.config.prep.buckets,
+                              resolution=ctx.config.prep.resolution)
+
+    # --- what another family built on this one replaces (see clood_candy_plugins.flux)
+
+    def load_pipeline(self, base: str, ctx: "StageContext", dtype):
+        from clood_candy_plugins.sd.loading import load_pipeline
+
+        options = ctx.options("sd")
+        return load_pipeline(base, self.name, allow_pickle=ctx.config.allow_pickle, dtype=dtype,
+                             single_file_config=options.get("single_file_config"))
+
+    def make_base(self, loaded, base: str, ctx: "StageContext", **settings) -> "SDBase":
+        from clood_candy_plugins.sd.base import SDBase
+
+        return SDBase(loaded, base, **settings)
 
     def train(self, base: LoadedBase, data: TrainSet, config: TrainConfig, out_dir: Path, ctx: "StageContext", *,
               max_steps: int | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainOutcome:
