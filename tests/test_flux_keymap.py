@@ -6,8 +6,8 @@ key it makes names a layer of the real transformer with the right shape."""
 import pytest
 import torch
 
-from clood_candy_plugins.flux import keymap
-from clood_candy_plugins.flux.base import TARGETS
+from clood_candy_plugins.flow import keymap
+from clood_candy_plugins.flow.base import TARGETS
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def test_both_files_reproduce_the_trained_transformer(trained):
 
 
 def test_a_wrong_alpha_is_caught(trained, monkeypatch, tmp_path):
-    from clood_candy_plugins.flux import keymap
+    from clood_candy_plugins.flow import keymap
 
     real = keymap.to_kohya
 
@@ -121,7 +121,7 @@ def test_resolution_must_fit_the_patches(trained):
 
 
 def test_timestep_sampling_choices(trained):
-    from clood_candy_plugins.flux.objective import FlowMatching, FlowSettings
+    from clood_candy_plugins.flow.objective import FlowMatching, FlowSettings
 
     def sigmas(tokens=256, **options):
         flow = FlowMatching(FlowSettings.from_options(options), trained["base"].scheduler_config, True)

@@ -20,7 +20,7 @@ from clood_candy.stages import LoadedBase
 if TYPE_CHECKING:
     from clood_candy.context import StageContext
 
-TOY_BASES = {"tiny", "tiny-sdxl", "tiny-flux"}
+TOY_BASES = {"tiny", "tiny-sdxl", "tiny-flux", "tiny-sd3"}
 # What the report says of a base whose family does not describe itself (SD1/SDXL's words).
 SD_WORDS = {"model_name": "Stable Diffusion", "denoiser": "UNet", "lora_tools": ["ComfyUI", "Automatic1111 / Forge"],
             "not_loaded_by": "", "objective_words": "", "real_base": "stable-diffusion-v1-5/stable-diffusion-v1-5"}

@@ -101,7 +101,7 @@ class SDBase(TeachingMixin, LoadedBase):
         return [m for m in (getattr(self.pipe, n, None) for n in names) if m is not None]
 
     # --- what the shared training loop asks of a family's base (a family that predicts
-    # something else, in another layout, overrides these: see clood_candy_plugins.flux)
+    # something else, in another layout, overrides these: see clood_candy_plugins.flow)
 
     @property
     def denoiser(self) -> torch.nn.Module:

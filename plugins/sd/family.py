@@ -58,7 +58,7 @@ class SDFamily(ModelFamily):
                               threads=int(threads) if threads else None, buckets=ctx.config.prep.buckets,
                               resolution=ctx.config.prep.resolution)
 
-    # --- what another family built on this one replaces (see clood_candy_plugins.flux)
+    # --- what another family built on this one replaces (see clood_candy_plugins.flow)
 
     def load_pipeline(self, base: str, ctx: "StageContext", dtype):
         from clood_candy_plugins.sd.loading import load_pipeline

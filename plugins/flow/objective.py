@@ -1,4 +1,4 @@
-"""Flow matching, as Flux learns it: a straight line from the photo's latent (σ = 0) to
+"""Flow matching, as Flux and SD3 learn it: a straight line from the photo's latent (σ = 0) to
 pure noise (σ = 1); the model is shown a point on it and asked for the line's direction,
 noise − latent. How often each σ is drawn is the main choice users of kohya, ai-toolkit
 and SimpleTuner make (``timestep_sampling``):
@@ -33,7 +33,8 @@ WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
 
 @dataclass
 class FlowSettings:
-    """``[plugins.flux]`` options for training (defaults: kohya's for Flux.1-dev)."""
+    """``[plugins.flux]`` / ``[plugins.sd3]`` options for training (defaults here: kohya's for
+    Flux.1-dev; a family passes its own)."""
 
     timestep_sampling: str = "flux_shift"
     discrete_flow_shift: float = 3.1582
@@ -43,17 +44,17 @@ class FlowSettings:
     guidance: float = 1.0  # what dev's guidance embedding is fed while training (kohya and ai-toolkit: 1.0)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "FlowSettings":
+    def from_options(cls, options: dict[str, Any], table: str = "flux") -> "FlowSettings":
         known = {k: options[k] for k in cls.__dataclass_fields__ if k in options}
         settings = cls(**known)
         if settings.timestep_sampling not in SAMPLINGS:
-            raise UserError(f"[plugins.flux] timestep_sampling must be one of {', '.join(SAMPLINGS)}, "
+            raise UserError(f"[plugins.{table}] timestep_sampling must be one of {', '.join(SAMPLINGS)}, "
                             f"not {settings.timestep_sampling!r}")
         if settings.loss_weighting not in WEIGHTINGS:
-            raise UserError(f"[plugins.flux] loss_weighting must be one of {', '.join(WEIGHTINGS)}, "
+            raise UserError(f"[plugins.{table}] loss_weighting must be one of {', '.join(WEIGHTINGS)}, "
                             f"not {settings.loss_weighting!r}")
         if settings.discrete_flow_shift <= 0 or settings.logit_std <= 0:
-            raise UserError("[plugins.flux] discrete_flow_shift and logit_std must be positive")
+            raise UserError(f"[plugins.{table}] discrete_flow_shift and logit_std must be positive")
         return settings
 
 
@@ -82,7 +83,8 @@ def image_ids(h: int, w: int, device, dtype) -> torch.Tensor:
 class FlowMatching:
     settings: FlowSettings
     scheduler_config: dict[str, Any]  # the base's FlowMatchEulerDiscreteScheduler config (flux_shift's line)
-    guidance_embeds: bool  # dev has a guidance embedding; schnell has none
+    packed: bool  # Flux: the latent goes in as 2×2-patch tokens with position ids; SD3 patches it itself
+    guidance_embeds: bool = False  # Flux.1-dev has a guidance embedding; schnell and SD3 have none
 
     def _shift_mu(self, tokens: int) -> float:
         c = self.scheduler_config
@@ -116,6 +118,9 @@ class FlowMatching:
     def predict(self, model, noisy: torch.Tensor, sigmas: torch.Tensor, cond: Cond) -> torch.Tensor:
         b, _, h, w = noisy.shape
         device, dtype = noisy.device, noisy.dtype
+        if not self.packed:  # SD3: the latent as it is, the timestep on the scheduler's 0–1000 scale
+            return model(hidden_states=noisy, encoder_hidden_states=cond.embeds, pooled_projections=cond.pooled,
+                         timestep=(sigmas * 1000).to(device, dtype), return_dict=False)[0]
         guidance = (torch.full((b,), self.settings.guidance, device=device, dtype=torch.float32)
                     if self.guidance_embeds else None)
         text_ids = torch.zeros(cond.embeds.shape[1], 3, device=device, dtype=dtype)
