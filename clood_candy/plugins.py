@@ -115,6 +115,11 @@ def load_plugins(plugins_dir: Path | None = None) -> None:
         load_plugin_dir(directory)
 
 
+def loaded_plugin_dirs() -> list[Path]:
+    """The plugin folders this process loaded, for a worker process to load too."""
+    return sorted(_loaded_dirs)
+
+
 def load_plugin_dir(directory: Path) -> None:
     directory = directory.resolve()
     if directory in _loaded_dirs:

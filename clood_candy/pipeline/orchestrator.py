@@ -81,6 +81,10 @@ def check_inputs(ctx: StageContext, source: Path | None, stages: list[str]) -> N
     gigabytes): a resolution the family cannot train at, no photos at all."""
     if {"prep", "train"} & set(stages):
         check_resolutions(ctx.config, ctx.registry)
+    if "train" in stages and ctx.config.fight.executor == "ray":
+        from clood_candy.fight.ray_rounds import import_ray
+
+        import_ray()  # without the extra: one line naming it, before any model loads
     if "prep" not in stages:
         return
     if source is None:

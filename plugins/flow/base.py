@@ -48,6 +48,11 @@ class FlowBase(SDBase):
     def denoiser(self) -> torch.nn.Module:
         return self.pipe.transformer
 
+    def describe(self) -> dict[str, Any]:
+        # Read by the report (with defaults for SD): what this architecture is, in words, and where its LoRA loads.
+        return {**super().describe(), "denoiser": "transformer",
+                "objective_words": "flow matching (it predicts the straight line from photo to noise)"}
+
     @property
     def prediction_type(self) -> str:
         return "flow_matching"
@@ -129,11 +134,8 @@ class FluxBase(FlowBase):
         return True
 
     def describe(self) -> dict[str, Any]:
-        # Read by the report (with defaults for SD): what this architecture is, in words, and where its LoRA loads.
-        return {**super().describe(), "model_name": "Flux.1", "denoiser": "transformer",
-                "real_base": "black-forest-labs/FLUX.1-dev",
+        return {**super().describe(), "model_name": "Flux.1", "real_base": "black-forest-labs/FLUX.1-dev",
                 "denoiser_words": "a transformer that reads the latent as 2×2 patches (Flux.1's MMDiT)",
-                "objective_words": "flow matching (it predicts the straight line from photo to noise)",
                 "text_encoder_words": "two text encoders: CLIP-L (one pooled vector) and T5 (one vector per token)",
                 "lora_tools": ["ComfyUI", "Forge"],
                 "not_loaded_by": "Automatic1111 itself does not load Flux; its fork Forge does"}

@@ -27,10 +27,8 @@ class SD3Base(FlowBase):
     flow_defaults = {"timestep_sampling": "logit_normal"}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model_name": "Stable Diffusion 3", "denoiser": "transformer",
-                "real_base": "stabilityai/stable-diffusion-3.5-medium",
+        return {**super().describe(), "model_name": "Stable Diffusion 3", "real_base": "stabilityai/stable-diffusion-3.5-medium",
                 "denoiser_words": "a transformer over 2×2 patches of the latent (SD3's MMDiT)",
-                "objective_words": "flow matching (it predicts the straight line from photo to noise)",
                 "text_encoder_words": "three text encoders: CLIP-L and CLIP-G (pooled and per token) and T5 (per token)",
                 "lora_tools": ["ComfyUI"],
                 "not_loaded_by": "Automatic1111 itself does not load SD3; ComfyUI does"}
