@@ -32,8 +32,11 @@ def test_the_tiny_flux_base_is_a_flux_pipeline(trained):
     assert trained["family"].name == "flux" and base.family == "flux" and base.is_toy
     assert type(base.pipe).__name__ == "FluxPipeline" and type(base.denoiser).__name__ == "FluxTransformer2DModel"
     assert base.pipe.vae.config.latent_channels == 16 and base.pipe.vae.config.shift_factor == pytest.approx(0.1159)
-    assert base.tokens("red jellybean") == ["red</w>", "jelly", "bean</w>"]  # the real CLIP BPE
-    assert base.tokens_t5("a red jellybean") == ["▁a", "▁red", "▁jellybean"]
+    # the caption budget is T5's; CLIP-L (the real CLIP BPE) has its own 75-token window beside it
+    assert base.tokens("a red jellybean") == ["▁a", "▁red", "▁jellybean"] and base.token_window == 127
+    (t5, t5_window, _, _), (clip, clip_window, clip_tokens, role) = base.encoder_windows()
+    assert (t5, t5_window, clip, clip_window) == ("T5", 127, "CLIP-L", 75) and "pooled" in role
+    assert clip_tokens("red jellybean") == ["red</w>", "jelly", "bean</w>"]
 
 
 def test_flow_matching_validation_loss_falls_and_training_resumes(trained):

@@ -43,6 +43,20 @@ class FlowBase(SDBase):
         tokenizer_window = getattr(self.pipe, self.t5_name).model_max_length
         # Flux.1-dev and SD3 read up to 512 T5 tokens, schnell 256; a tokenizer that says less (the toy's) is the limit.
         self.t5_window = min(window or (256 if "schnell" in base.lower() else 512), tokenizer_window)
+        # The caption budget is T5's (it adds only </s>): CLIP's 75 bound only its own share (encoder_windows).
+        self.token_window = self.t5_window - 1
+
+    clip_role = ""  # what the CLIP encoder(s) give the model, for the report
+
+    def tokens(self, text: str) -> list[str]:
+        return self.tokens_t5(text)
+
+    def encoder_windows(self) -> list[tuple[str, int, Any, str]]:
+        """(encoder, window, its tokenizer, what it gives the model) for each text encoder:
+        the report says what each one drops."""
+        clip = self.pipe.tokenizer
+        return [("T5", self.token_window, self.tokens_t5, "one vector per piece: the caption the model reads"),
+                ("CLIP-L", clip.model_max_length - 2, clip.tokenize, self.clip_role)]
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -128,6 +142,7 @@ class FlowBase(SDBase):
 
 class FluxBase(FlowBase):
     targets = TARGETS
+    clip_role = "one pooled vector from its first 75 pieces; what it cuts still reaches the model through T5"
 
     @property
     def patches(self) -> bool:

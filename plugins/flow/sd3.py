@@ -25,6 +25,8 @@ class SD3Base(FlowBase):
     t5_name = "tokenizer_3"
     # SD3's paper samples σ from a logit-normal (0, 1); its scheduler's shift of 3 is for sampling.
     flow_defaults = {"timestep_sampling": "logit_normal"}
+    clip_role = ("CLIP-L and CLIP-G: a vector per piece for the first 75 and a pooled one; "
+                 "T5's vectors follow theirs, so what they cut still reaches the model through T5")
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model_name": "Stable Diffusion 3", "real_base": "stabilityai/stable-diffusion-3.5-medium",

@@ -21,13 +21,16 @@ from clood_candy_plugins.sd.loading import TINY_RESOLUTION
 from clood_candy_plugins.sd.tiny import _text_config
 from clood_candy_plugins.sd.tokenizer import is_real_clip, tokenizer_folder
 
-LAYOUT_VERSION = 1  # bump when a config below changes, so stale caches are rebuilt
-T5_WINDOW = 64  # the toy's T5 window (Flux.1-dev: 512 tokens, schnell: 256)
-# Words the toy T5 vocabulary holds whole; anything else is spelled letter by letter, as a
-# real sentencepiece vocabulary does for words it lacks.
-T5_WORDS = ("a photo of the and on in with jellybean jellybeans bean beans candy red orange yellow green blue "
-            "purple pink white black brown wood cloth marble background light dark close up pile row scattered "
-            "speckled striped glossy shiny soft studio outdoors indoors night day")
+LAYOUT_VERSION = 2  # bump when a config below changes, so stale caches are rebuilt
+T5_WINDOW = 128  # the toy's T5 window (Flux.1-dev and SD3: 512 tokens, schnell: 256)
+# Words the toy T5 vocabulary holds whole (those the studio's captions use, and some more);
+# anything else is spelled letter by letter, as a real sentencepiece vocabulary does for words it lacks.
+T5_WORDS = ("a an the of and on in with by at from photo picture image close up macro wide medium shot single "
+            "pile row rows scattered heap bowl glass jar table jellybean jellybeans bean beans candy candies sweet "
+            "red orange yellow green blue purple pink white black brown grey gray clear speckled striped glossy "
+            "shiny matte soft wood wooden cloth linen marble paper surface background light lit daylight warm cool "
+            "indoor outdoor indoors outdoors night day sun shade studio flash camera dark bright sharp blurry focus "
+            "one two three four five many few small large big lying sitting")
 
 
 def t5_tokenizer():

@@ -10,10 +10,11 @@ SHOWN = 6  # captions tokenised on the page: the longest ones, where the window 
 
 
 def _piece(token: str) -> tuple[str, bool]:
-    """(the piece as written, whether a word ends with it). CLIP marks word ends '</w>'."""
+    """(the piece as written, whether a word ends with it). CLIP marks word ends '</w>';
+    T5's sentencepiece marks word starts '▁'."""
     if token.endswith("</w>"):
         return token[:-4], True
-    return token, False
+    return token.removeprefix("▁") or token, False
 
 
 def token_chips(tokens: list[str], window: int, trigger_pieces: int = 0) -> str:
@@ -79,6 +80,9 @@ def build(run: RunData) -> Section:
         f"The encoder reads at most <b>{window}</b> pieces; anything after that is simply not seen. "
         f"Your {len(captions)} captions run from {shortest} to {longest} pieces"
         + (f", and <b>{len(over)}</b> of them run past the window." if over else ", so every word is read."))]
+    windows = getattr(base, "encoder_windows", None)  # a family with several text encoders says what each reads
+    if callable(windows):
+        body.append(_encoders(windows(), captions))
     rows = []
     for count, caption in counted[:SHOWN]:
         tokens = base.tokens(caption)
@@ -98,3 +102,14 @@ def build(run: RunData) -> Section:
                         + f"<p>{token_chips(tokens, window)}</p>")
     section.body = "".join(body)
     return section
+
+
+def _encoders(windows, captions: list[str]) -> str:
+    """One row per text encoder: its window, what it gives the model, how many captions run past it."""
+    rows = []
+    for name, window, tokenize, role in windows:
+        over = sum(len(tokenize(c)) > window for c in captions)
+        rows.append([esc(name), str(window), esc(role), f"{over} of {len(captions)}"])
+    return ("<p>This model reads each caption with more than one text encoder, each with its own window. The "
+            "pieces below are the first one's.</p>"
+            + table(["encoder", "window", "what it gives the model", "captions past it"], rows))
