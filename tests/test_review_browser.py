@@ -2,11 +2,27 @@
 edited by typing, a tag renamed across the set, a culled photo kept; after a reload the page
 and dataset/*.txt say the same, and nothing was fetched from anywhere but the server."""
 
+import time
+
 import pytest
 from support.browser import CHROMIUM_FLAGS, chromium
 from support.review import Served, caption_of, review_run
 
 from clood_candy import edits
+
+
+def broken_images(page, patience_s=20.0):
+    """The alt text of every image that did not load. The pages load thumbnails lazily, so
+    each is scrolled into view first, and a busy machine gets time to serve them."""
+    for image in page.locator("img").all():
+        image.scroll_into_view_if_needed()
+    deadline = time.monotonic() + patience_s
+    while True:
+        broken = page.eval_on_selector_all("img", "els => els.filter(i => !(i.complete && i.naturalWidth > 0))"
+                                                  ".map(i => i.alt)")
+        if not broken or time.monotonic() > deadline:
+            return broken
+        time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -60,8 +76,7 @@ def test_edit_a_caption_in_the_browser(make_ctx, tmp_path):
             page.reload(wait_until="load")
             text = page.locator("[data-source='blurry.jpg']").inner_text()
             assert "soft, but the only purple one" in text and f"by {edits.who()}" in text
-            images = page.eval_on_selector_all("img", "els => els.filter(i => !(i.complete && i.naturalWidth > 0))"
-                                                      ".map(i => i.alt)")
+            images = broken_images(page)
         finally:
             browser.close()
 
