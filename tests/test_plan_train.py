@@ -47,6 +47,19 @@ def test_own_fight_configs_keep_their_settings_and_get_the_plans(make_ctx, tmp_p
     assert budgets == [5, 10]
 
 
+def test_own_fight_configs_inherit_the_users_defaults(make_ctx, tmp_path):
+    """A fighter that names only a learning rate trains with the rank, cadence and schedule
+    the user set in [train.defaults], not the built-in ones."""
+    from clood_candy.pipeline.planning import planned_recipes
+
+    ctx = make_ctx(base="tiny", train={"defaults": {"rank": 4, "checkpoint_every": 10, "lr_scheduler": "constant"},
+                                       "fight": {"configs": [{"name": "fast", "learning_rate": 1e-3},
+                                                             {"name": "wide", "rank": 16}], "budgets": [5, 10]}})
+    _, (fast, wide), _ = planned_recipes(ctx, trainset(tmp_path))
+    assert (fast.rank, fast.checkpoint_every, fast.lr_scheduler, fast.learning_rate) == (4, 10, "constant", 1e-3)
+    assert wide.rank == 16 and wide.checkpoint_every == 10 and wide.learning_rate == ctx.config.train.defaults.learning_rate
+
+
 def test_a_resumed_run_still_knows_what_the_user_set(tmp_path):
     from clood_candy.config import load_config, reload_config
     from clood_candy.runstore import RunStore

@@ -50,11 +50,13 @@ def _dataset_size(ctx: StageContext) -> int | None:
 PER_STEP = ("warmup_steps", "checkpoint_every", "validate_every", "sample_every")
 
 
-def _fill(own: TrainConfig, updates: dict, planned_steps: int) -> TrainConfig:
-    """A [[train.fight.configs]] entry with the plan's choices where it sets none."""
-    filled = {k: v for k, v in updates.items() if k not in own.model_fields_set}
-    if "steps" in own.model_fields_set and own.steps != planned_steps:
-        scale = own.steps / max(1, planned_steps)
+def _fill(own: TrainConfig, defaults: TrainConfig) -> TrainConfig:
+    """A [[train.fight.configs]] entry: what it sets, and [train.defaults] with the plan's
+    choices for the rest (a fighter that names only a learning rate keeps the rank, steps
+    and schedule every other fighter has)."""
+    filled = {k: getattr(defaults, k) for k in type(defaults).model_fields if k not in own.model_fields_set}
+    if "steps" in own.model_fields_set and own.steps != defaults.steps:
+        scale = own.steps / max(1, defaults.steps)
         for key in PER_STEP:
             if key in filled and filled[key]:
                 filled[key] = max(1, round(filled[key] * scale))
@@ -71,7 +73,7 @@ def planned_recipes(ctx: StageContext, data: TrainSet) -> tuple[Plan, list[Train
     updates = plan.train_updates()
     defaults = config.train.defaults.model_copy(update=updates)
     own = config.train.fight.configs
-    configs = [_fill(c, updates, defaults.steps) for c in own] if own else default_grid(defaults)
+    configs = [_fill(c, defaults) for c in own] if own else default_grid(defaults)
     budgets = plan.fight.budgets if plan.fight else list(config.train.fight.budgets or [])
     earlier = ctx.run.path("plan.json")
     steps = plan.value("train.defaults.steps")
