@@ -60,3 +60,24 @@ def test_a_fight_as_long_as_the_run_raises_no_short_horizon_warning(make_ctx):
     fsutil.write_json(ctx.run.path("train", "outcome.json"),
                       TrainOutcome(config=configs[1], steps_done=40, final_val_loss=0.5, seconds=3.0))
     assert "highest learning rate" not in _text(section_training.build(RunData(ctx.run.root, ctx)).body)
+
+
+def test_a_fight_on_ray_says_where_each_trial_ran_and_which_one_ray_ran_again(make_ctx):
+    from clood_candy.records import TrialRun
+
+    ctx = make_ctx(base="tiny")
+    configs = [TrainConfig(name="default", steps=40), TrainConfig(name="lr-x3", learning_rate=3e-4, steps=40)]
+    ran = dict(node_id="n1", pid=4242, waited_s=0.4, seconds=12.5)
+    fight = ConfigFightResult(configs=configs, winner="lr-x3", executor="ray", rounds=[
+        HalvingRound(budget=20, scores={"default": 0.9, "lr-x3": 0.8}, survivors=["lr-x3"], trials={
+            "default": TrialRun(node="gpu-box (10.0.0.2)", device="GPU 0", resumed_from=0, **ran),
+            "lr-x3": TrialRun(node="gpu-box (10.0.0.2)", device="GPU 1", attempts=2, resumed_from=10, **ran)})])
+    fsutil.write_json(ctx.run.path("train", "fight.json"), fight)
+    text = _text(section_training.build(RunData(ctx.run.root, ctx)).body)
+    assert "The fight ran on Ray" in text
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", section_training.build(RunData(ctx.run.root, ctx)).body)
+               if "GPU 1" in r)
+    assert "lr-x3" in row and "lost 1×" in row and "from step 10" in row and "gpu-box" in row
+    local = fight.model_copy(update={"executor": "local"})
+    fsutil.write_json(ctx.run.path("train", "fight.json"), local)
+    assert "The fight ran on Ray" not in _text(section_training.build(RunData(ctx.run.root, ctx)).body)

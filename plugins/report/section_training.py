@@ -117,6 +117,25 @@ def bracket(fight: ConfigFightResult, reference: TrainConfig) -> str:
     return table(headers, rows)
 
 
+def placement(fight: ConfigFightResult) -> str:
+    """Where each trial of a fight on Ray ran, how long it waited for a place, and whether
+    Ray had to run it again (its worker or node lost) from its checkpoint."""
+    rows = []
+    for number, r in enumerate(fight.rounds, 1):
+        for name, t in r.trials.items():
+            resumed = ("no step left to train" if t.resumed_from is None else "from the start" if t.resumed_from == 0
+                       else f"from step {t.resumed_from}")
+            again = f"{t.attempts} (lost {t.attempts - 1}×, continued from its checkpoint)" if t.attempts > 1 else "1"
+            rows.append([f"{number}: {r.budget} steps", esc(name), esc(t.node), esc(t.device), f"{t.waited_s:.1f} s",
+                         f"{t.seconds:.1f} s", esc(again), resumed])
+    if not rows:
+        return ""
+    return ("<p>The fight ran on Ray: every trial of a round at once, each on a worker Ray placed "
+            "([fight] gpus_per_trial, cpus_per_trial); a later round's survivors continue from their checkpoints "
+            "in the run folder. Waiting is the time from submission until a worker was free.</p>"
+            + table(["round", "recipe", "node", "device", "waited", "trained", "attempts", "started"], rows))
+
+
 SHORT_HORIZON = 0.25  # rounds shorter than this share of the final run mostly measure speed
 
 
@@ -222,6 +241,8 @@ def build(run: RunData) -> Section:
             body.append(note(horizon, "warn"))
         if fight.failures:
             body.append(note("Failed: " + "; ".join(f"{esc(k)} — {esc(v)}" for k, v in fight.failures.items()), "warn"))
+        if fight.executor == "ray":
+            body.append(placement(fight))
         race = race_chart(run, fight)
         if race:
             body.append(race)
