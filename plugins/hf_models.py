@@ -1,4 +1,4 @@
-"""Shared by the plugins that run a Hugging Face model locally (local-vlm, clip): is the
+"""Shared by the plugins that run a Hugging Face model locally (local-vlm, clip, wd14): is the
 model at hand, and on which device and dtype to run it."""
 
 from __future__ import annotations
@@ -30,24 +30,29 @@ def offline() -> bool:
     return any(os.environ.get(name, "").lower() in TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def is_cached(model: str, revision: str | None) -> bool:
-    """Config and weights are in the local Hugging Face cache (no network)."""
+def is_cached(model: str, revision: str | None, needs: tuple[str, ...] | None = None) -> bool:
+    """Config and weights (or every file in ``needs``) are in the local Hugging Face cache (no network)."""
     from huggingface_hub import try_to_load_from_cache
 
     def cached(name: str) -> bool:
         return isinstance(try_to_load_from_cache(model, name, revision=revision), str)
 
+    if needs is not None:
+        return all(cached(name) for name in needs)
     return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
 
 
-def availability(model: str, revision: str | None) -> tuple[str | None, bool]:
-    """(reason it cannot load or None, whether to load from local files only)."""
+def availability(model: str, revision: str | None, needs: tuple[str, ...] | None = None) -> tuple[str | None, bool]:
+    """(reason it cannot load or None, whether to load from local files only). ``needs``:
+    the files a model that is not a transformers one (an ONNX tagger) must have instead of
+    config.json and weights."""
     folder = Path(model).expanduser()
     if folder.is_dir():
-        if not (folder / "config.json").is_file():
-            return f"model folder {folder} has no config.json", True
+        missing = [name for name in (needs or ("config.json",)) if not (folder / name).is_file()]
+        if missing:
+            return f"model folder {folder} has no {missing[0]}", True
         return None, True
-    if is_cached(model, revision):
+    if is_cached(model, revision, needs):
         return None, True
     if offline():
         return (f"model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set "
