@@ -18,6 +18,15 @@ class Record(BaseModel):
 # --- prep -----------------------------------------------------------------
 
 
+class Upscaled(Record):
+    """How an upscaler plugin (``prep.upscaler``) enlarged a photo smaller than its output
+    size, instead of a plain resize."""
+
+    by: str  # the upscaler's name
+    factor: int  # the enlargement prep asked for; the result is then resized to the output size
+    detail: str = ""  # the upscaler's own account: model, architecture, its native scale
+
+
 class Photo(Record):
     """A kept, prepared photo: what captioners, judges and the trainer see."""
 
@@ -33,6 +42,7 @@ class Photo(Record):
     folders: list[str] = Field(default_factory=list)  # relative folder parts, outermost first
     metrics: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, Any] | None = None  # ground truth when known (demo studio)
+    upscaled: Upscaled | None = None
 
 
 class PrepEntry(Record):
@@ -43,6 +53,7 @@ class PrepEntry(Record):
     output: str | None = None
     duplicate_of: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    upscaled: Upscaled | None = None
 
 
 class PrepReport(Record):

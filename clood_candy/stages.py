@@ -43,8 +43,19 @@ class Preparer(ABC):
 class Upscaler(ABC):
     name: str = ""
 
+    def unavailable(self, ctx: "StageContext") -> str | None:
+        """A one-line reason this upscaler cannot run here (no weights, bad options), or None.
+        Prep asks once, only when some photo needs enlarging, so loading a model here costs
+        nothing on a set of large photos; on a reason, prep goes on without the upscaler."""
+        return None
+
+    def describe(self) -> str:
+        """What enlarged the photos (model, architecture), for their records and the report."""
+        return self.name
+
     @abstractmethod
-    def upscale(self, image: Image.Image, factor: int) -> Image.Image: ...
+    def upscale(self, image: Image.Image, factor: int) -> Image.Image:
+        """``image`` enlarged ``factor`` times in each side."""
 
 
 class LoadedBase(ABC):

@@ -42,7 +42,9 @@ def stage_inputs(ctx: StageContext, stage: str, source: Path | None) -> list[Any
     # from the environment) changes no result.
     common = [cfg.base, cfg.family, cfg.seed, without_secrets(cfg.plugins)]
     if stage == "prep":
-        return [str(source), prep_stage.source_listing(source) if source else None, cfg.prep.model_dump(mode="json")]
+        # An upscaler's own table ([plugins.<name>]: its model, tiles) changes the prepared pixels.
+        upscaler = [without_secrets(cfg.plugins.get(cfg.prep.upscaler, {}))] if cfg.prep.upscaler else []
+        return [str(source), prep_stage.source_listing(source) if source else None, cfg.prep.model_dump(mode="json")] + upscaler
     if stage == "caption":
         return common + [cfg.trigger, cfg.class_word, cfg.caption.model_dump(mode="json")]
     if stage == "train":

@@ -108,7 +108,8 @@ def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, 
     _schedule(choose, steps)
     _cadence(choose, steps, device)
 
-    warnings = dataset_warnings(lora_type, photos, resolution, sizes or {}, config.prep.min_side_ratio)
+    warnings = dataset_warnings(lora_type, photos, resolution, sizes or {}, config.prep.min_side_ratio,
+                                upscaler=config.prep.upscaler)
     fight_configs = len(config.train.fight.configs) or DEFAULT_GRID_SIZE
     fs = config.train.fight
     fight = plan_fight(steps, fight_configs, fs.reduction, fs.rungs, fs.max_cost,
@@ -193,7 +194,7 @@ def _round_to(value: float, unit: int) -> int:
 
 
 def dataset_warnings(lora_type: str, photos: int | None, resolution: int, sizes: dict[str, tuple[int, int]],
-                     min_side_ratio: float) -> list[str]:
+                     min_side_ratio: float, upscaler: str | None = None) -> list[str]:
     """The seeds' dataset size table, and the photos smaller than the training resolution."""
     out: list[str] = []
     size = tables.DATASET_SIZES.get(lora_type)
@@ -209,8 +210,13 @@ def dataset_warnings(lora_type: str, photos: int | None, resolution: int, sizes:
     if small:
         shown = ", ".join(f"{n} ({sizes[n][0]}×{sizes[n][1]})" for n in small[:5])
         more = f" and {len(small) - 5} more" if len(small) > 5 else ""
-        out.append(f"{len(small)} photo(s) smaller than {resolution} px on the short side: {shown}{more}; prep "
-                   f"upscales them (softer detail) or, below {int(min_side_ratio * resolution)} px, culls them")
+        floor = int(min_side_ratio * resolution)
+        if upscaler:
+            fate = f"the upscaler {upscaler} (prep.upscaler) enlarges them, those below {floor} px too"
+        else:
+            fate = (f"prep upscales them (softer detail) or, below {floor} px, culls them; prep.upscaler = "
+                    f"\"realesrgan\" enlarges them with a super-resolution model instead")
+        out.append(f"{len(small)} photo(s) smaller than {resolution} px on the short side: {shown}{more}; {fate}")
     return out
 
 

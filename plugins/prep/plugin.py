@@ -20,9 +20,9 @@ from PIL import Image
 from clood_candy.errors import UserError
 from clood_candy.hookspecs import hookimpl
 from clood_candy.plan.records import SourceSurvey
-from clood_candy.records import Photo, PrepEntry, PrepReport
+from clood_candy.records import Photo, PrepEntry, PrepReport, Upscaled
 from clood_candy.stages import Preparer, Upscaler
-from clood_candy_plugins.prep import dedup
+from clood_candy_plugins.prep import dedup, framing
 from clood_candy_plugins.prep.decode import open_photo
 from clood_candy_plugins.prep.sources import Listing, list_source, unique_ids, why_no_images
 from clood_candy_plugins.prep.worker import PNG_LEVEL, Job, Result, analyse
@@ -109,8 +109,7 @@ class DefaultPreparer(Preparer):
                 results[result.index] = result
         duplicates = mark_duplicates([results[j.index] for j in jobs], settings.duplicate_distance)
         if upscaler is not None:
-            for job in jobs:
-                _upscale(job, results[job.index], upscaler, settings.keep_all)
+            _enlarge(jobs, results, upscaler, settings.keep_all, ctx)
         return _report(listing, jobs, results, duplicates, ids, images, settings.keep_all, ctx)
 
 
@@ -146,27 +145,74 @@ def mark_duplicates(results: list[Result], max_distance: float) -> dict[int, str
     return out
 
 
-def _upscale(job: Job, result: Result, upscaler: Upscaler, keep_all: bool) -> None:
-    """Photos too small for the resolution, enlarged by the configured upscaler plugin."""
-    if result.failed or not result.too_small or result.box is None:
+def _enlarge(jobs: list[Job], results: dict[int, Result], upscaler: Upscaler, keep_all: bool,
+             ctx: "StageContext") -> None:
+    """The photos smaller than their output, enlarged by the configured upscaler plugin
+    before the resize to the output size. An upscaler that cannot run is said once, in one
+    line, and those photos get the plain resize (the too-small ones stay culled)."""
+    todo = [job for job in jobs if _wants_upscale(results[job.index], keep_all)]
+    if not todo:
         return
+    try:  # asked only now: a set of large photos never loads (or downloads) a model
+        why = upscaler.unavailable(ctx)
+    except Exception as exc:  # a third-party upscaler's bug is one more reason, not a failed run
+        why = f"{type(exc).__name__}: {exc}"
+    if why:
+        why = " ".join(str(why).split())  # one line, whatever the plugin said
+        line = f"upscaler {upscaler.name} unavailable, prep goes on without it: {why}"
+        ctx.log.warning(line)
+        ctx.progress.say(line)
+    with ctx.progress.task(f"Upscaling with {upscaler.name}", total=len(todo)) as advance:
+        for job in todo:
+            _upscale(job, results[job.index], None if why else upscaler, upscaler.name,
+                     f"unavailable: {why}" if why else None, keep_all)
+            advance()
+
+
+def _wants_upscale(result: Result, keep_all: bool) -> bool:
+    if result.failed or result.box is None or not (result.too_small or result.enlarge):
+        return False
     others = [c for c in result.culls if not c.startswith("too small")]
-    if others and not keep_all:
-        return
+    return not others or keep_all  # a photo culled for blur is not worth a model's time
+
+
+def _upscale(job: Job, result: Result, upscaler: Upscaler | None, name: str, why: str | None, keep_all: bool) -> None:
+    others = [c for c in result.culls if not c.startswith("too small")]
+    assert result.box is not None
+    opened = None
     try:
         opened = open_photo(Path(job.path), max_pixels=job.max_pixels, need_short_side=None)
-        region = opened.image.crop(tuple(result.box))
-        factor = max(2, math.ceil(min(result.out_size) / max(1, min(region.size))))
-        big = upscaler.upscale(region, factor)
-        out = big.convert("RGB").resize(result.out_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        out.save(job.out_path, "PNG", compress_level=PNG_LEVEL)
-    except Exception as exc:  # a failing plugin (or file) costs this photo, not the run
-        result.culls = [c if not c.startswith("too small") else f"{c} (upscaler {upscaler.name} failed: {exc})" for c in result.culls]
+        if upscaler is not None:
+            region = opened.image.crop(tuple(result.box))
+            factor = max(2, math.ceil(min(result.out_size) / max(1, min(region.size))))
+            big = upscaler.upscale(region, factor)
+            _save(big.convert("RGB").resize(result.out_size, Image.Resampling.LANCZOS, reducing_gap=3.0), job.out_path)
+            result.culls, result.too_small, result.written = others, False, True
+            detail = upscaler.describe()
+            result.upscaled = {"by": upscaler.name, "factor": factor, "detail": detail}
+            result.notes.append(f"upscaled {factor}x with {detail}")
+            return
+    except Exception as exc:  # a failing plugin (or file) costs this photo its upscaling, not the run
+        why = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    result.culls = [c if not c.startswith("too small") else f"{c} (upscaler {name} {why})" for c in result.culls]
+    if opened is None:  # the worker read it, this process could not: say so rather than drop it silently
+        if not result.culls:
+            result.failed = f"could not reopen the photo to enlarge it ({why})"
         return
-    result.culls = others
-    result.too_small = False
+    if result.culls and not keep_all:
+        return
+    # Not too small, only smaller than the output: the plain resize it would have had without an upscaler.
+    side = min(result.box[2] - result.box[0], result.box[3] - result.box[1])
+    _save(framing.resample(opened.image, result.box, opened.scale, result.out_size), job.out_path)
     result.written = True
-    result.notes.append(f"upscaled {factor}x with {upscaler.name}")
+    if not result.too_small:
+        result.notes.append(f"upscaled {min(result.out_size) / side:.1f}x (LANCZOS; upscaler {name} {why})")
+
+
+def _save(image: Image.Image, out_path: str) -> None:
+    tmp = Path(out_path).with_name(f".{Path(out_path).name}.tmp")
+    image.save(tmp, "PNG", compress_level=PNG_LEVEL)
+    os.replace(tmp, out_path)
 
 
 def _report(listing: Listing, jobs: list[Job], results: dict[int, Result], duplicates: dict[int, str],
@@ -197,12 +243,14 @@ def _report(listing: Listing, jobs: list[Job], results: dict[int, Result], dupli
         if result.culls:
             reason = f"kept (prep.keep_all) although: {'; '.join(result.culls)} | {reason}"
         image = ctx.run.rel(png)
+        upscaled = Upscaled(**result.upscaled) if result.upscaled else None
         entries.append(PrepEntry(source=found.rel, status="kept", reason=reason, crop_box=result.box, output=image,
-                                 duplicate_of=duplicates.get(job.index), metrics=result.metrics))
+                                 duplicate_of=duplicates.get(job.index), metrics=result.metrics, upscaled=upscaled))
         photos.append(Photo(id=ids[found.rel], source=found.rel, image=image, original=os.path.abspath(found.path),
                             width=result.out_size[0], height=result.out_size[1], crop_box=result.box,
                             original_size=result.size, exif=result.exif,
-                            folders=found.folders, metrics=result.metrics, labels=listing.labels.get(found.rel)))
+                            folders=found.folders, metrics=result.metrics, labels=listing.labels.get(found.rel),
+                            upscaled=upscaled))
     return PrepReport(entries=entries, photos=photos)
 
 

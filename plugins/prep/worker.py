@@ -38,7 +38,7 @@ class Job:
     min_side_ratio: float = 0.5
     keep_all: bool = False
     max_pixels: int = 178_956_970
-    upscaler: bool = False  # an upscaler will handle photos that are too small
+    upscaler: bool = False  # an upscaler plugin will enlarge the photos smaller than their output
 
 
 @dataclass
@@ -54,6 +54,8 @@ class Result:
     metrics: dict[str, float] = field(default_factory=dict)
     culls: list[str] = field(default_factory=list)
     too_small: bool = False
+    enlarge: bool = False  # the crop is smaller than the output: a plain resize would spread its pixels
+    upscaled: dict[str, Any] | None = None  # by, factor, detail: what an upscaler plugin did
     hashes: np.ndarray | None = None
     grey: np.ndarray | None = None
     colours: np.ndarray | None = None
@@ -205,8 +207,11 @@ def _analyse(job: Job, result: Result) -> None:
     result.colours = dedup.colour_layout(rgb)
 
     crop_side = min(frame.box[2] - frame.box[0], frame.box[3] - frame.box[1])
-    if crop_side < min(frame.out_size) and not result.too_small:
+    result.enlarge = crop_side < min(frame.out_size)
+    # With an upscaler the main process writes these (the model runs there, once, not per worker).
+    deferred = job.upscaler and (result.too_small or result.enlarge)
+    if result.enlarge and not result.too_small and not deferred:
         result.notes.append(f"upscaled {min(frame.out_size) / crop_side:.1f}x (LANCZOS)")
-    if (not result.culls or job.keep_all) and not (result.too_small and job.upscaler):
+    if (not result.culls or job.keep_all) and not deferred:
         _write(opened, job, frame, Path(job.out_path))
         result.written = True

@@ -99,7 +99,7 @@ section.chapter h3 { margin:22px 0 8px; font-size:18px; }
 .noimage { height:120px; display:flex; align-items:center; justify-content:center; background:#eee; color:var(--muted); border-radius:4px; }
 .badge { display:inline-block; padding:0 7px; border-radius:9px; color:#fff; font-size:12px; font-weight:600; }
 .badge.kept { background:var(--good); } .badge.culled { background:var(--warn); } .badge.failed { background:var(--bad); }
-.badge.win { background:var(--accent); }
+.badge.win { background:var(--accent); } .badge.upscaled { background:#6b5fb5; }
 table { border-collapse:collapse; width:100%; margin:8px 0; font-size:14px; }
 th, td { border-bottom:1px solid var(--line); padding:5px 8px; text-align:left; vertical-align:top; }
 th { background:#faf8f4; }

@@ -38,6 +38,14 @@ def _summary(entries: list[PrepEntry], resolution: int | None, fill: float) -> s
            f"bad exposure; a near-duplicate counts the same picture twice, so the LoRA leans towards it. "
            f"Each kept photo is cut to a {size} square with the beans filling about {fill:.0%} of it "
            f"(the orange box below): the model trains on squares, and what is outside the box it never sees.")
+    upscaled = [e for e in kept if e.upscaled is not None]
+    if upscaled:
+        by = sorted({e.upscaled.by for e in upscaled if e.upscaled is not None})
+        parts.append(f"<b>{len(upscaled)}</b> kept photo{'s were' if len(upscaled) != 1 else ' was'} smaller than "
+                     f"the training size and enlarged by {esc(', '.join(by))} (marked <i>upscaled</i> below).")
+        why += (" A super-resolution network enlarges a small photo with detail it has learned to expect, "
+                "where a plain resize only spreads the pixels (and teaches softness); that detail is its guess, "
+                "not your candy, so look closely at those photos before you train on them.")
     return lesson(" ".join(parts), why)
 
 
@@ -60,8 +68,10 @@ def _card(run: RunData, entry: PrepEntry, photo_by_source: dict) -> str:
         picture = img(thumb, f"{entry.source} (prepared square)", max_side=THUMB)
     if not picture:
         picture = '<div class="noimage">no picture to show</div>'
-    lines = [f'<div class="file">{esc(Path(entry.source).name)}</div>',
-             f'<span class="badge {esc(entry.status)}">{esc(entry.status)}</span> {esc(entry.reason)}']
+    badges = f'<span class="badge {esc(entry.status)}">{esc(entry.status)}</span>'
+    if entry.upscaled is not None:  # its training pixels are partly the upscaler's invention: mark it
+        badges += f' <span class="badge upscaled">upscaled {entry.upscaled.factor}x</span>'
+    lines = [f'<div class="file">{esc(Path(entry.source).name)}</div>', f"{badges} {esc(entry.reason)}"]
     if entry.duplicate_of and "duplicate" not in entry.reason:
         lines.append(f"near-duplicate of {esc(Path(entry.duplicate_of).name)}")
     if entry.status == "kept" and entry.crop_box:
