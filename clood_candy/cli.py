@@ -82,17 +82,20 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 @click.option("--resolution", type=int, help="Training resolution (default: the base model's).")
 @click.option("--keep-all", is_flag=True, help="Keep every photo; culling still reports.")
 @click.option("--merge", is_flag=True, help="Best caption per photo instead of one winning captioner.")
+@click.option("--concepts-from", type=click.Choice(["none", "folders"]),
+              help="folders: each first-level folder of PHOTOS is a concept (a brand) with its own trigger.")
 @click.option("--force", is_flag=True, help="Rerun stages even when nothing changed.")
 @click.option("--gpu-memory", type=float, help="Plan for this many GB of device memory (default: the device's).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path | None, run_dir: Path | None,
           stages: str | None, resume: Path | None, trigger: str | None, resolution: int | None, keep_all: bool,
-          merge: bool, force: bool, gpu_memory: float | None, as_json: bool, quiet: bool) -> None:
+          merge: bool, concepts_from: str | None, force: bool, gpu_memory: float | None, as_json: bool,
+          quiet: bool) -> None:
     """Prep → caption fight → config fight and training → samples → report."""
     from clood_candy.pipeline.orchestrator import StageFailed, run_pipeline
 
-    overrides = _overrides(base=base, trigger=trigger, **{"prep.resolution": resolution, "prep.keep_all": keep_all,
+    overrides = _overrides(base=base, trigger=trigger, concepts_from=concepts_from, **{"prep.resolution": resolution, "prep.keep_all": keep_all,
                                                            "caption.merge": merge, "train.gpu_memory": gpu_memory})
     warning = None
     if resume:

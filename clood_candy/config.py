@@ -83,10 +83,24 @@ class SampleSettings(Section):
     steps: int | None = None  # None: the family's default
 
 
+class Concept(Section):
+    """A [[concepts]] entry: photos that get their own trigger (a brand) in one LoRA."""
+
+    name: str
+    trigger: str | None = None  # None: the name's letters and digits ("Jelly Belly" → jellybelly)
+    folder: str | None = None  # relative to the photos folder, any depth; None (and no glob): the name
+    glob: str | None = None  # or a pattern on the path relative to the photos folder ("**/jb_*.jpg")
+    class_word: str | None = None  # None: the run's
+
+
 class CloodConfig(Section):
     name: str = "candy"
     trigger: str = "jlybn"
     class_word: str = "jellybean"
+    # Multi-concept: "folders" makes each first-level folder of the photos a concept (a brand);
+    # [[concepts]] names them by hand (and wins where both say something).
+    concepts_from: Literal["none", "folders"] = "none"
+    concepts: list[Concept] = Field(default_factory=list)
     base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     family: str | None = None  # None: the first family whose ``matches(base)`` is true
     seed: int = 0

@@ -293,6 +293,28 @@ class SampleSet(Record):
     negative_prompt: str = ""
 
 
+class ConceptInfo(Record):
+    """One concept of a multi-concept LoRA (a brand): its own trigger beside the run's."""
+
+    name: str
+    trigger: str  # written after the run's trigger in each of its captions: "jlybn sunkist, ..."
+    class_word: str
+    photos: list[str] = Field(default_factory=list)  # photo ids
+    repeats: int = 1  # copies per epoch, so a concept with fewer photos weighs as much (seed 004)
+    share: float = 0.0  # its share of what training sees, repeats counted
+
+
+class ConceptSet(Record):
+    """What the caption stage decided about concepts (dataset/concepts.json)."""
+
+    concepts: list[ConceptInfo] = Field(default_factory=list)
+    unassigned: list[str] = Field(default_factory=list)  # photo ids in no concept: the run's trigger only
+    warnings: list[str] = Field(default_factory=list)
+
+    def of(self, photo_id: str) -> ConceptInfo | None:
+        return next((c for c in self.concepts if photo_id in c.photos), None)
+
+
 class TrainItem(Record):
     image: str  # absolute path of a prepared image
     caption: str
@@ -300,6 +322,7 @@ class TrainItem(Record):
     # the whole photo): the photo's upright size and the image's box in its pixels.
     original_size: tuple[int, int] | None = None  # (width, height)
     crop_box: list[int] | None = None  # [x0, y0, x1, y1]
+    concept: str | None = None  # the concept's trigger (multi-concept runs)
 
 
 class TrainSet(Record):

@@ -181,3 +181,15 @@ def test_the_demo_run_publishes_with_its_own_samples_and_fight(demo_run, tmp_pat
     assert urls and all(url in files for url in urls)
     assert "recipes raced by successive halving" in card.text and "captioners fought over every photo" in card.text
     assert "jlybn.safetensors" in files and "pytorch_lora_weights.safetensors" in files
+
+
+def test_a_multi_concept_lora_lists_each_brands_trigger(tmp_path):
+    from clood_candy.records import ConceptInfo, ConceptSet
+
+    run = finished_run(tmp_path / "run")
+    fsutil.write_json(run / "dataset" / "concepts.json", ConceptSet(concepts=[
+        ConceptInfo(name="jelly-belly", trigger="jellybelly", class_word="jellybean", photos=["a", "b"]),
+        ConceptInfo(name="sunkist", trigger="sunkist", class_word="jellybean", photos=["c"], repeats=2)]))
+    assert publish(run, "--card-only").exit_code == 0
+    text = (run / "publish" / "README.md").read_text()
+    assert "| `jlybn jellybelly` | jelly-belly: 2 photos |" in text and "| `jlybn sunkist` | sunkist: 1 photo |" in text

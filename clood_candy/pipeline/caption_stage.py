@@ -10,10 +10,14 @@ from typing import Any
 
 from clood_candy import edits, fsutil
 from clood_candy.captions.strategy import apply_for_run
+from clood_candy.captions.tokens import token_counter
+from clood_candy.concepts import resolve, with_trigger
 from clood_candy.context import StageContext
 from clood_candy.fight.engine import Panel, run_fight
 from clood_candy.pipeline import prep_stage
-from clood_candy.records import CaptionResult, Candidate, FightItem, FightResult, Photo
+from clood_candy.records import CaptionResult, Candidate, ConceptSet, FightItem, FightResult, Photo
+
+CONCEPTS = "concepts.json"  # in dataset/: the concepts, their photos and repeats
 
 
 def fighter_name(captioner: str, strategy: str, strategies: list[str]) -> str:
@@ -115,6 +119,23 @@ def _panel(ctx: StageContext) -> Panel:
     return Panel(judges=judges, problems=problems)
 
 
+def _concepts(ctx: StageContext, photos: list[Photo]) -> ConceptSet:
+    """Which photos are which concept (brand), said and kept in dataset/concepts.json."""
+    if ctx.config.concepts_from == "none" and not ctx.config.concepts:
+        return ConceptSet()
+    count, _, exact = token_counter(ctx)
+    found = resolve(ctx.config, photos, count if exact else None)
+    for c in found.concepts:
+        ctx.progress.say(f"  concept {c.name}: '{ctx.config.trigger} {c.trigger}', {len(c.photos)} photos × "
+                         f"{c.repeats} repeats = {c.share:.0%} of training")
+    if found.unassigned:
+        ctx.progress.say(f"  {len(found.unassigned)} photos in no concept: '{ctx.config.trigger}' only")
+    for warning in found.warnings:
+        ctx.log.warning("%s", warning)
+        ctx.progress.say(f"  Warning: {warning}", style="yellow")
+    return found
+
+
 def _write_dataset(ctx: StageContext, photos: list[Photo], finals: dict[str, dict[str, str]], fight: FightResult) -> int:
     """The winner's captions (or, with ``merge``, the best caption per photo) next to
     their images, plus ``metadata.jsonl`` for HF imagefolder readers."""
@@ -122,6 +143,9 @@ def _write_dataset(ctx: StageContext, photos: list[Photo], finals: dict[str, dic
     if dataset.exists():
         shutil.rmtree(dataset)
     dataset.mkdir(parents=True)
+    concepts = _concepts(ctx, photos)
+    if concepts.concepts:
+        fsutil.write_json(dataset / CONCEPTS, concepts)
     lines = []
     for photo in photos:
         chosen = fight.per_item_winners.get(photo.id) if ctx.config.caption.merge else fight.winner
@@ -130,9 +154,14 @@ def _write_dataset(ctx: StageContext, photos: list[Photo], finals: dict[str, dic
             caption = finals.get(fight.per_item_winners.get(photo.id, ""), {}).get(photo.id)
         if not caption:
             continue
-        image = Path(photo.image).name
+        concept = concepts.of(photo.id)
+        row = {"file_name": Path(photo.image).name, "id": photo.id, "source": photo.source}
+        if concept is not None:
+            caption = with_trigger(caption, ctx.config.trigger, concept.trigger)
+            row["concept"] = concept.trigger
+        image = row["file_name"]
         shutil.copyfile(ctx.run.path(photo.image), dataset / image)
         fsutil.write_text(dataset / f"{Path(image).stem}.txt", caption + "\n")
-        lines.append(json.dumps({"file_name": image, "text": caption, "id": photo.id, "source": photo.source}))
+        lines.append(json.dumps({**row, "text": caption}))
     fsutil.write_text(dataset / "metadata.jsonl", "\n".join(lines) + "\n")
     return len(lines)

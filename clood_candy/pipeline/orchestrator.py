@@ -46,7 +46,10 @@ def stage_inputs(ctx: StageContext, stage: str, source: Path | None) -> list[Any
         upscaler = [without_secrets(cfg.plugins.get(cfg.prep.upscaler, {}))] if cfg.prep.upscaler else []
         return [str(source), prep_stage.source_listing(source) if source else None, cfg.prep.model_dump(mode="json")] + upscaler
     if stage == "caption":
-        return common + [cfg.trigger, cfg.class_word, cfg.caption.model_dump(mode="json")]
+        # Concepts only when there are some, so a run from before they existed keeps its fingerprint.
+        concepts = [cfg.concepts_from, [c.model_dump(mode="json") for c in cfg.concepts]]
+        return common + [cfg.trigger, cfg.class_word, cfg.caption.model_dump(mode="json")] + (
+            concepts if cfg.concepts_from != "none" or cfg.concepts else [])
     if stage == "train":
         # Captions edited by hand (clood review) change what trains, not what the caption stage
         # made: only training and what follows it run again. Left out when there are none.

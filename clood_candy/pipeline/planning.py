@@ -68,7 +68,7 @@ def planned_recipes(ctx: StageContext, data: TrainSet) -> tuple[Plan, list[Train
     plan's choices filled in where neither [train.defaults] nor the config itself sets
     them, and the fight's rungs."""
     config, family = ctx.config, ctx.family()
-    plan = make_plan(config, family, family.device(config), photos=len(data.train) + len(data.validation),
+    plan = make_plan(config, family, family.device(config), photos=len({i.image for i in data.train}) + len(data.validation),
                      training=len(data.train))
     updates = plan.train_updates()
     defaults = config.train.defaults.model_copy(update=updates)

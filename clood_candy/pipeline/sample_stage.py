@@ -11,20 +11,26 @@ from typing import Any
 from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
-from clood_candy.records import TrainOutcome
+from clood_candy.records import ConceptSet, TrainOutcome
 
 
 def default_prompts(ctx: StageContext, limit: int = 2) -> list[str]:
     """The trigger alone, then the set's own most typical captions: the user sees the
     LoRA on the kind of scene he photographed."""
     prompts = [f"{ctx.config.trigger}, {ctx.config.class_word}"]
+    concepts = ctx.run.path("dataset", "concepts.json")
+    if concepts.is_file():  # a row per concept's trigger: does each brand answer to its own word?
+        found = ConceptSet.model_validate(fsutil.read_json(concepts)).concepts
+        prompts += [f"{ctx.config.trigger} {c.trigger}, {c.class_word}" for c in found]
+        limit = 1 if found else limit
+    first = len(prompts)
     meta = ctx.run.path("dataset", "metadata.jsonl")
     if meta.is_file():
         captions = [json.loads(line)["text"] for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
         words = Counter(w.strip() for c in captions for w in c.split(",") if w.strip())
         typical = sorted(captions, key=lambda c: -sum(words[w.strip()] for w in c.split(",")) / max(1, len(c.split(","))))
         for caption in typical:
-            if caption not in prompts and len(prompts) < limit + 1:
+            if caption not in prompts and len(prompts) < limit + first:
                 prompts.append(caption)
     return prompts
 

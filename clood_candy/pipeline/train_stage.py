@@ -14,7 +14,7 @@ from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.pipeline.config_fight import fight_configs, train_winner
 from clood_candy.pipeline.planning import planned_recipes
-from clood_candy.records import Photo, PrepReport, TrainItem, TrainSet
+from clood_candy.records import ConceptSet, Photo, PrepReport, TrainItem, TrainSet
 
 
 def load_trainset(ctx: StageContext) -> TrainSet:
@@ -27,21 +27,46 @@ def load_trainset(ctx: StageContext) -> TrainSet:
     items = [_item(dataset / r["file_name"], r["text"], photos.get(r.get("id", ""))) for r in rows]
     if len(items) < 2:
         raise UserError(f"the dataset has {len(items)} captioned photo(s); training needs at least 2")
-    # A fixed, seeded hold-out: the same photos judge every config and every checkpoint.
-    order = list(range(len(items)))
-    random.Random(ctx.config.seed).shuffle(order)
-    n_val = max(1, round(len(items) * ctx.config.train.fight.validation_split))
-    n_val = min(n_val, len(items) - 1)
-    val = sorted(order[:n_val])
+    concepts = _concepts(dataset)
+    for item, row in zip(items, rows):
+        item.concept = row.get("concept")
+    val = _held_out(items, ctx.config.seed, ctx.config.train.fight.validation_split, bool(concepts.concepts))
     base = ctx.base()
     prep = ctx.config.prep
     if prep.crop == "none" and not prep.buckets:
         ctx.log.warning('prep.crop = "none" without prep.buckets: the whole frames are prepared, but training '
                         "sees each one's centre square; set prep.buckets = true to train on whole frames")
-    return TrainSet(train=[items[i] for i in range(len(items)) if i not in val],
+    repeats = {c.trigger: c.repeats for c in concepts.concepts}
+    # A concept's repeats are copies in the epoch, as kohya's num_repeats (the latents are cached once).
+    train = [item for i, item in enumerate(items) if i not in val for _ in range(repeats.get(item.concept, 1))]
+    return TrainSet(train=train,
                     validation=[items[i] for i in val], trigger=ctx.config.trigger,
                     class_word=ctx.config.class_word,
                     resolution=prep.resolution or base.resolution, buckets=prep.buckets)
+
+
+def _concepts(dataset: Path) -> ConceptSet:
+    path = dataset / "concepts.json"
+    return ConceptSet.model_validate(fsutil.read_json(path)) if path.is_file() else ConceptSet()
+
+
+def _held_out(items: list[TrainItem], seed: int, split: float, by_concept: bool) -> list[int]:
+    """A fixed, seeded hold-out: the same photos judge every config and every checkpoint.
+    With concepts, each concept gives its share, so every brand is judged."""
+    groups: dict[str | None, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item.concept if by_concept else None, []).append(i)
+    held: set[int] = set()
+    for members in groups.values():
+        order = list(members)
+        random.Random(seed).shuffle(order)
+        wanted = round(len(members) * split) if by_concept else max(1, round(len(members) * split))
+        held.update(order[:min(wanted, len(members) - 1)])
+    if not held:  # small concepts each rounded to none: still hold one photo out
+        order = list(range(len(items)))
+        random.Random(seed).shuffle(order)
+        held.add(order[0])
+    return sorted(held)
 
 
 def _prepared_photos(ctx: StageContext) -> dict[str, Photo]:

@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from clood_candy import fsutil
 from clood_candy.errors import UserError
-from clood_candy.records import ConfigFightResult, FightResult, SampleSet, TrainOutcome
+from clood_candy.records import ConceptSet, ConfigFightResult, FightResult, SampleSet, TrainOutcome
 
 FOLDER = "publish"  # RUN/publish: exactly what is uploaded
 DIFFUSERS_NAME = "pytorch_lora_weights.safetensors"  # the name diffusers' load_lora_weights(repo) looks for
@@ -136,13 +136,13 @@ def build_card(root: Path, repo_id: str, *, license_id: str | None = None) -> Ca
         if licence[1]:
             data.license_name = licence[1]
     body = _body(repo_id, meta, family, toy, trigger, class_word, lora_name, diffusers is not None, outcome,
-                 captions, fight, samples)
+                 captions, fight, samples, _read(root, "dataset/concepts.json", ConceptSet) or ConceptSet())
     text = ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + body).content  # parsed back: the YAML is the Hub's
     return Card(text=text, toy=toy, lora=lora, lora_name=lora_name, diffusers_lora=diffusers, samples=samples)
 
 
 def _body(repo_id, meta, family, toy, trigger, class_word, lora_name, has_diffusers, outcome, captions, fight,
-          samples) -> str:
+          samples, concepts: ConceptSet) -> str:
     cfg = outcome.config
     photos = meta.get("ss_num_train_images", "?")
     base = meta.get("ss_sd_model_name", "?")
@@ -153,7 +153,8 @@ def _body(repo_id, meta, family, toy, trigger, class_word, lora_name, has_diffus
                   "how clood candy trains and publishes; it draws nothing on a real model.", ""]
     lines += [f"A LoRA of **{class_word}** for {family.name} (`{base}`), trained with "
               f"clood candy from {photos} photos. Write the trigger word in your prompt:", "",
-              "| trigger | what it brings |", "|---|---|", f"| `{trigger}` | the {class_word} of the photos |", ""]
+              "| trigger | what it brings |", "|---|---|", f"| `{trigger}` | the {class_word} of the photos |"]
+    lines += [f"| `{trigger} {c.trigger}` | {c.name}: {len(c.photos)} photo{'s' * (len(c.photos) != 1)} |" for c in concepts.concepts] + [""]
     shown = [(p, prompt) for p, prompt in samples if not prompt.startswith("grid:")]
     if shown:
         lines += ["## Samples", ""] + [f"![{prompt}](images/{p.name})\n\n*{prompt}*\n" for p, prompt in shown]
@@ -194,8 +195,10 @@ def _body(repo_id, meta, family, toy, trigger, class_word, lora_name, has_diffus
             f"{n} {s:.4f}" if s is not None else f"{n} failed" for n, s in r.scores.items()) for r in fight.rounds)
         lines += [f"**Settings.** {len(fight.configs)} recipes raced by successive halving on validation loss "
                   f"({rounds}); `{fight.winner}` won.", ""]
-    tags = json.loads(meta.get("ss_tag_frequency") or "{}")
-    counts = next(iter(tags.values()), {}) if tags else {}
+    counts: dict[str, int] = {}
+    for folder in json.loads(meta.get("ss_tag_frequency") or "{}").values():  # one per concept
+        for word, n in folder.items():
+            counts[word] = counts.get(word, 0) + n
     if counts:
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:12]
         lines += ["**Caption words** (how many photos): " + ", ".join(f"{w} ({n})" for w, n in top), ""]

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from clood_candy import fsutil
-from clood_candy.records import ConfigFightResult, FightResult, Photo, PrepReport, SampleSet, TrainOutcome
+from clood_candy.records import (
+    ConceptSet,
+    ConfigFightResult,
+    FightResult,
+    Photo,
+    PrepReport,
+    SampleSet,
+    TrainOutcome,
+)
 from clood_candy.stages import LoadedBase
 
 if TYPE_CHECKING:
@@ -118,6 +126,12 @@ class RunData:
             self.why["dataset/metadata.jsonl"] = "dataset/metadata.jsonl is not there yet (the caption stage makes it)"
             return []
         return [row for row in read_jsonl(path) if isinstance(row.get("text"), str)]
+
+    @cached_property
+    def concepts(self) -> ConceptSet:
+        """The run's concepts (brands with their own triggers); none: one concept."""
+        path = self.path("dataset/concepts.json")
+        return (self._record("dataset/concepts.json", ConceptSet) if path.is_file() else None) or ConceptSet()
 
     @cached_property
     def config_fight(self) -> ConfigFightResult | None:

@@ -185,6 +185,37 @@ def _by_hand(run: RunData) -> str:
     return "".join(out)
 
 
+def _concepts(run: RunData) -> str:
+    """Several brands in one LoRA: each concept's trigger, photos, repeats and share, with a photo of it."""
+    found = run.concepts
+    if not found.concepts:
+        return ""
+    trigger = run.config.trigger
+    rows_by_concept = {}
+    for row in run.dataset:
+        rows_by_concept.setdefault(row.get("concept"), row)
+    rows = []
+    for c in found.concepts:
+        row = rows_by_concept.get(c.trigger)
+        path = run.path("dataset/" + row["file_name"]) if row else None
+        thumb = img(open_thumbnail(path, 96)[0], c.name, max_side=96) if path and path.is_file() else "—"
+        rows.append([thumb, esc(c.name), f'<span class="code">{esc(trigger)} {esc(c.trigger)}</span>',
+                     str(len(c.photos)), f"× {c.repeats}", f"{c.share:.0%}", esc(row["text"]) if row else "—"])
+    body = [f"<h3>Concepts: {len(found.concepts)} triggers in one LoRA</h3>", lesson(
+        f"Every caption starts with <b>{esc(trigger)}</b>, so the LoRA learns what all your photos share; each "
+        "concept's photos also carry their own word right after it, so the model learns what sets that one apart "
+        f"and you can ask for it (<span class=\"code\">{esc(trigger)} {esc(found.concepts[0].trigger)}</span>). A "
+        "concept with fewer photos is repeated more in each pass over the photos, so each weighs about the same "
+        "(seed 004: \u201cuse num_repeats to balance\u201d). The samples below have a row per trigger.")]
+    body.append(table(["", "concept", "trigger", "photos", "repeats", "share of training", "a caption"], rows))
+    if found.unassigned:
+        body.append(note(f"{plural(len(found.unassigned), 'photo')} in no concept: "
+                         f"<b>{esc(trigger)}</b> only."))
+    if found.warnings:
+        body.append(note("<br>".join(esc(w) for w in found.warnings), "warn"))
+    return "".join(body)
+
+
 def build(run: RunData) -> Section:
     section = Section("captions", "2. Captions and the fight")
     fight = run.fight
@@ -223,6 +254,7 @@ def build(run: RunData) -> Section:
     if forfeits:
         body.append(note("Sat out: " + "; ".join(f"{esc(k)} — {esc(v)}" for k, v in forfeits.items()), "warn"))
     body.append(_strategy(run, fight))
+    body.append(_concepts(run))
     body.append(_by_hand(run))
     body.append("<h3>Photo by photo</h3>")
     body.append("<p>Each judge's score of each caption with its reason (higher is better), and how many of its "

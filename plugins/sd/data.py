@@ -62,8 +62,17 @@ def vary_caption(caption: str, config: TrainConfig, rng: random.Random) -> str:
 
 def tag_frequency(items: list[TrainItem], config: TrainConfig, trigger: str) -> dict[str, dict[str, int]]:
     """kohya's ss_tag_frequency: {"<repeats>_<name>": {tag: count}}; A1111 shows it."""
-    counts = Counter(t.strip() for item in items for t in item.caption.split(",") if t.strip())
-    return {f"{config.repeats}_{trigger}": dict(counts.most_common())}
+    groups: dict[str | None, list[TrainItem]] = {}
+    for item in items:
+        groups.setdefault(item.concept, []).append(item)
+    out = {}
+    for concept, members in groups.items():  # a concept is kohya's folder: "<repeats>_<trigger> <concept>"
+        unique = list({i.image: i for i in members}.values())
+        copies = len(members) // len(unique)
+        counts = Counter(t.strip() for item in unique for t in item.caption.split(",") if t.strip())
+        out[f"{config.repeats * copies}_{trigger} {concept}" if concept else f"{config.repeats}_{trigger}"] = \
+            dict(counts.most_common())
+    return out
 
 
 def dataset_hash(items: list[TrainItem]) -> str:
