@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 class Fighter(ABC):
     name: str = ""
     description: str = ""
+    # A fighter that runs a model here (memory, a GPU): with [fight] executor = "ray" it runs
+    # on a Ray worker with the per-trial resources. An API fighter stays in the driver, where its key is.
+    runs_a_model: bool = False
 
     def unavailable(self, ctx: "StageContext") -> str | None:
         """A one-line reason this fighter cannot run here (no API key, no model), or None."""

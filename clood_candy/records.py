@@ -176,6 +176,7 @@ class FightResult(Record):
     clear: bool  # False: the confidence interval does not separate the top two
     verdict: str  # one plain sentence for people
     per_item_winners: dict[str, str] = Field(default_factory=dict)  # for --merge
+    placements: dict[str, "TrialRun"] = Field(default_factory=dict)  # captioner → where it ran (Ray executor)
 
 
 # --- training -------------------------------------------------------------

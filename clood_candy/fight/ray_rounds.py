@@ -41,34 +41,50 @@ def import_ray() -> Any:
     return ray
 
 
+def connect(ray: Any, address: str) -> bool:
+    """Join the Ray instance this process already has, else connect to ``address`` (empty:
+    start or join one on this machine). True when it connected here (and should disconnect)."""
+    address = address.strip()
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"log_to_driver": False}
+    if not address:
+        options["include_dashboard"] = False  # the dashboard needs ray[default]; nothing here reads it
+    try:
+        ray.init(address=address or None, **options)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = address or "this machine"
+        raise UserError(f"[fight] ray_address: could not reach a Ray instance at {where}: "
+                        f"{str(exc).splitlines()[0]}") from None
+    return True
+
+
+def plugin_env() -> tuple[dict[str, str], list[str]]:
+    """What a worker needs to load the plugins the driver has: their environment and folders."""
+    return ({k: os.environ[k] for k in PLUGIN_ENV if k in os.environ}, [str(d) for d in loaded_plugin_dirs()])
+
+
 class RayRounds:
     """``with RayRounds(ctx, data) as rounds: successive_halving(..., train_round=rounds.train_round)``.
     Joins the Ray instance already initialised in this process, else connects to
     ``[fight] ray_address`` (empty: starts or joins one on this machine) and, if it
     connected, disconnects at the end."""
 
-    def __init__(self, ctx: StageContext, data: TrainSet):
+    def __init__(self, ctx: StageContext, data: TrainSet | None, *, remote_task: bool = True):
         self.ctx, self.data, self.settings = ctx, data, ctx.config.fight
         self.ray = import_ray()
         self.connected_here = False
+        self.remote_task = remote_task  # False: only connected (the caption fight makes its own tasks)
 
     def __enter__(self) -> "RayRounds":
-        ray, address = self.ray, self.settings.ray_address.strip()
-        if not ray.is_initialized():
-            options: dict[str, Any] = {"log_to_driver": False}
-            if not address:
-                options["include_dashboard"] = False  # the dashboard needs ray[default]; nothing here reads it
-            try:
-                ray.init(address=address or None, **options)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                where = address or "this machine"
-                raise UserError(f"[fight] ray_address: could not reach a Ray instance at {where}: "
-                                f"{str(exc).splitlines()[0]}") from None
-            self.connected_here = True
-        resources = self._resources()
-        self.remote = ray.remote(run_trial).options(max_retries=self.settings.max_retries, retry_exceptions=False,
-                                                    **resources)
-        self.ctx.progress.say(f"Config fight on Ray: {self._cluster()}; each trial {_describe(resources)}")
+        ray = self.ray
+        self.connected_here = connect(ray, self.settings.ray_address)
+        self.resources = self._resources()
+        if self.remote_task:
+            self.remote = ray.remote(run_trial).options(max_retries=self.settings.max_retries,
+                                                        retry_exceptions=False, **self.resources)
+        what = "Config fight" if self.remote_task else "Caption fight"
+        self.ctx.progress.say(f"{what} on Ray: {self._cluster()}; each trial {_describe(self.resources)}")
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -97,11 +113,11 @@ class RayRounds:
         return f"{nodes} node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU"
 
     def _request(self, config: TrainConfig, steps: int | None) -> dict:
+        env, dirs = plugin_env()
         return TrialRequest(config=without_secrets(self.ctx.config.model_dump(mode="json")),
                             run_root=str(self.ctx.run.root.resolve()), data=self.data, recipe=config, steps=steps,
-                            token=uuid.uuid4().hex, submitted=time.time(),
-                            plugin_env={k: os.environ[k] for k in PLUGIN_ENV if k in os.environ},
-                            plugin_dirs=[str(d) for d in loaded_plugin_dirs()]).model_dump(mode="json")
+                            token=uuid.uuid4().hex, submitted=time.time(), plugin_env=env,
+                            plugin_dirs=dirs).model_dump(mode="json")
 
     def train_round(self, entries: list[tuple[TrainConfig, int]]) -> dict[str, Trained]:
         """Every config of the round at once; each result as it comes in."""

@@ -1,7 +1,8 @@
-"""One config's round on a Ray worker: the worker loads the model family and base itself,
-through the plugin registry as the driver would (a loaded base does not travel), trains
-the config to the round's steps in the run folder — continuing from its newest checkpoint
-there, which is why that folder must be on storage every node reads — and says where it ran.
+"""One config's round on a Ray worker (and a captioner's turn in the caption fight): the
+worker loads the model family and base itself, through the plugin registry as the driver
+would (a loaded base does not travel), trains the config to the round's steps in the run
+folder — continuing from its newest checkpoint there, which is why that folder must be on
+storage every node reads — and says where it ran.
 
 Imported by Ray on the worker; nothing here needs Ray at import time.
 """
@@ -21,7 +22,7 @@ from clood_candy.config import CloodConfig
 from clood_candy.context import StageContext
 from clood_candy.plugins import build_registry, load_plugin_dir, load_plugins
 from clood_candy.progress import Progress
-from clood_candy.records import TrainConfig, TrainOutcome, TrainSet, TrialRun
+from clood_candy.records import CaptionResult, Photo, TrainConfig, TrainOutcome, TrainSet, TrialRun
 from clood_candy.runstore import RunStore, fingerprint
 
 TRIAL_FILE = "trial.json"  # in the config's folder: where its round runs now, for the user (and the tests)
@@ -57,10 +58,7 @@ def run_trial(request: dict) -> dict:
 
     began = time.time()
     req = TrialRequest.model_validate(request)
-    os.environ.update(req.plugin_env)
-    load_plugins()
-    for folder in req.plugin_dirs:
-        load_plugin_dir(Path(folder))
+    _load_plugins(req.plugin_env, req.plugin_dirs)
     config = CloodConfig.model_validate(req.config)
     out_dir = Path(req.run_root) / "train" / "fight" / req.recipe.name
     context = ray.get_runtime_context()
@@ -109,3 +107,51 @@ def _trial_log(out_dir: Path, name: str) -> logging.Logger:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s: %(message)s"))
     log.addHandler(handler)
     return log
+
+
+class CaptionRequest(BaseModel):
+    """A captioner's turn in the caption fight, sent to a worker: plain data, no secret."""
+
+    config: dict
+    run_root: str
+    captioner: str
+    photos: list[Photo]
+    submitted: float
+    plugin_env: dict[str, str]
+    plugin_dirs: list[str]
+
+
+class CaptionReply(BaseModel):
+    results: dict[str, CaptionResult] | None  # None: the captioner sat out
+    why: str | None = None
+    trial: TrialRun
+
+
+def run_captioner(request: dict) -> dict:
+    """The Ray task's body for a captioner that runs a model: it asks the captioner on the
+    worker whether it can run there (the weights are the worker's), then captions."""
+    import ray
+
+    began = time.time()
+    req = CaptionRequest.model_validate(request)
+    _load_plugins(req.plugin_env, req.plugin_dirs)
+    out_dir = Path(req.run_root) / "caption" / req.captioner
+    ctx = StageContext(run=RunStore.open(Path(req.run_root)), config=CloodConfig.model_validate(req.config),
+                       registry=build_registry(), progress=Progress(quiet=True),
+                       log=_trial_log(out_dir, f"caption.{req.captioner}"))
+    captioner = ctx.registry.get("captioner", req.captioner)
+    why = captioner.unavailable(ctx)
+    results = None if why else captioner.caption(req.photos, ctx)
+    context = ray.get_runtime_context()
+    gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+    trial = TrialRun(node=f"{socket.gethostname()} ({ray.util.get_node_ip_address()})", node_id=context.get_node_id(),
+                     pid=os.getpid(), device=f"GPU {','.join(gpus)}" if gpus else "CPU",
+                     waited_s=round(max(0.0, began - req.submitted), 3), seconds=round(time.time() - began, 3))
+    return CaptionReply(results=results, why=why, trial=trial).model_dump(mode="json")
+
+
+def _load_plugins(env: dict[str, str], dirs: list[str]) -> None:
+    os.environ.update(env)
+    load_plugins()
+    for folder in dirs:
+        load_plugin_dir(Path(folder))

@@ -14,6 +14,7 @@ from clood_candy.captions.tokens import token_counter
 from clood_candy.concepts import resolve, with_trigger
 from clood_candy.context import StageContext
 from clood_candy.fight.engine import Panel, run_fight
+from clood_candy.fight.ray_captions import RemoteCaptioners, remote_captioners
 from clood_candy.pipeline import prep_stage
 from clood_candy.records import CaptionResult, Candidate, ConceptSet, FightItem, FightResult, Photo
 
@@ -24,16 +25,14 @@ def fighter_name(captioner: str, strategy: str, strategies: list[str]) -> str:
     return captioner if len(strategies) == 1 else f"{captioner}+{strategy}"
 
 
-def _run_captioner(ctx: StageContext, name: str, photos: list[Photo]) -> tuple[dict[str, CaptionResult] | None, str | None]:
-    captioner = ctx.registry.get("captioner", name)
-    why = captioner.unavailable(ctx)
-    if why:
+def _run_captioner(ctx: StageContext, name: str, photos: list[Photo],
+                   remote: RemoteCaptioners) -> tuple[dict[str, CaptionResult] | None, str | None]:
+    if name in remote:  # it ran on a Ray worker meanwhile
+        results, why = remote.result(name)
+    else:
+        results, why = _caption_here(ctx, name, photos)
+    if results is None:
         return None, why
-    try:
-        results = captioner.caption(photos, ctx)
-    except Exception as exc:  # a failing fighter forfeits its fight, the run goes on
-        ctx.log.exception("captioner %s failed", name)
-        return None, f"{type(exc).__name__}: {exc}"
     unasked = sorted(set(results) - {p.id for p in photos})
     if unasked:  # ignored, but a captioner that mixes up ids may have mislabelled the rest too
         what = f"{len(unasked)} photo id{'s' * (len(unasked) != 1)} it was not given (e.g. {unasked[0]!r}); ignored"
@@ -42,6 +41,18 @@ def _run_captioner(ctx: StageContext, name: str, photos: list[Photo]) -> tuple[d
     # Every photo ends captioned or marked failed, never silently missing.
     return {p.id: results.get(p.id) or CaptionResult(error="the captioner returned nothing for this photo")
             for p in photos}, None
+
+
+def _caption_here(ctx: StageContext, name: str, photos: list[Photo]) -> tuple[dict[str, CaptionResult] | None, str | None]:
+    captioner = ctx.registry.get("captioner", name)
+    why = captioner.unavailable(ctx)
+    if why:
+        return None, why
+    try:
+        return captioner.caption(photos, ctx), None
+    except Exception as exc:  # a failing fighter forfeits its fight, the run goes on
+        ctx.log.exception("captioner %s failed", name)
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def run(ctx: StageContext, *, force: bool = False) -> dict[str, Any]:
@@ -54,9 +65,11 @@ def run(ctx: StageContext, *, force: bool = False) -> dict[str, Any]:
     forfeits: dict[str, str] = {}
     finals: dict[str, dict[str, str]] = {}
     strategy_notes: dict[str, Any] = {}
-    with ctx.progress.task("Captioning", total=len(settings.captioners)) as advance:
+    with remote_captioners(ctx, settings.captioners) as remote, \
+            ctx.progress.task("Captioning", total=len(settings.captioners)) as advance:
+        remote.start(settings.captioners, photos)
         for name in settings.captioners:
-            raw, why = _run_captioner(ctx, name, photos)
+            raw, why = _run_captioner(ctx, name, photos, remote)
             advance(note=name)
             fighters = [fighter_name(name, s, settings.strategies) for s in settings.strategies]
             if raw is None:
@@ -83,6 +96,7 @@ def run(ctx: StageContext, *, force: bool = False) -> dict[str, Any]:
     result = run_fight(items, panel, ctx, forfeits=forfeits, cache=cache, bootstrap=settings.bootstrap,
                        confidence=settings.confidence, seed=ctx.config.seed)
     fsutil.write_json(cache_path, cache)
+    result.placements = remote.placements
     fsutil.write_json(out / "fight.json", result)
     fsutil.write_json(out / "strategy.json", strategy_notes)
     for failures in result.judge_failures.values():

@@ -200,6 +200,7 @@ def caption_text(ranked: list[tuple[str, float]], trigger: str, class_word: str)
 class Wd14Captioner(Captioner):
     name = "wd14"
     description = "WD14 v3 tagger (SmilingWolf's swinv2/vit/eva02, ONNX): booru-style tags by confidence."
+    runs_a_model = True
 
     def unavailable(self, ctx) -> str | None:
         try:

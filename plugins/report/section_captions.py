@@ -253,6 +253,10 @@ def build(run: RunData) -> Section:
     forfeits = {k: v for k, v in fight.forfeits.items() if not k.startswith("judge:")}
     if forfeits:
         body.append(note("Sat out: " + "; ".join(f"{esc(k)} — {esc(v)}" for k, v in forfeits.items()), "warn"))
+    if fight.placements:
+        body.append(note("On Ray: " + "; ".join(
+            f"{esc(name)} ran on {esc(t.node)}, {esc(t.device)} (waited {t.waited_s:.1f} s, took {t.seconds:.1f} s)"
+            for name, t in fight.placements.items()) + ". The other captioners ran here, meanwhile."))
     body.append(_strategy(run, fight))
     body.append(_concepts(run))
     body.append(_by_hand(run))
