@@ -94,6 +94,7 @@ def load_model(model_id: str, revision: str | None, florence: bool, trust_remote
 class LocalVlmCaptioner(Captioner):
     name = "local-vlm"
     description = "A local captioning model (BLIP or Florence-2) run with transformers; no API, no facts."
+    runs_a_model = True
 
     def unavailable(self, ctx) -> str | None:
         return unavailable_reason(load_options, ctx, refusal)
