@@ -57,9 +57,10 @@ def _load(read) -> tuple[str | None, list[str]]:
                    and not w.startswith("No LoRA keys associated")]
 
 
-def _output_check(base, prompt: str, want: torch.Tensor, name: str, eps: float) -> dict[str, Any]:
+def _output_check(base, prompt: str, want: torch.Tensor, name: str, eps: float,
+                  base_out: torch.Tensor) -> dict[str, Any]:
     activate_only(base.pipe, [CHECK_ADAPTER])
-    return compare(_probe(base, prompt), want, name, eps)
+    return compare(_probe(base, prompt), want, name, eps, base_out)
 
 
 def verify_flux_lora(base, path: Path, *, config, prompt: str, diffusers_file: Path | None = None) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def _verify(base, path: Path, prompt: str, *, tensors, expected: set[str], name_
             file_out = _probe(base, prompt)
             result["output_change"] = float((file_out - base_out).abs().max())
             result["output_changed"] = result["output_change"] > 1e-6
-            result.update(compare(file_out, trained_out, "reproduces_trained", eps))
+            result.update(compare(file_out, trained_out, "reproduces_trained", eps, base_out))
         drop_adapter(pipe, CHECK_ADAPTER)
         if second_reader is not None:
             error, _ = _load(second_reader)
@@ -134,14 +135,16 @@ def _verify(base, path: Path, prompt: str, *, tensors, expected: set[str], name_
             if error:
                 result["diffusers_kohya_error"] = error
             else:
-                result.update(_output_check(base, prompt, trained_out, "diffusers_kohya_reproduces", eps))
+                result.update(_output_check(base, prompt, trained_out, "diffusers_kohya_reproduces", eps,
+                                                      base_out))
             drop_adapter(pipe, CHECK_ADAPTER)
         if diffusers_file is not None:
             error, _ = _load(lambda: pipe.load_lora_weights(str(diffusers_file), adapter_name=CHECK_ADAPTER))
             if error:
                 result["diffusers_file_error"] = error
             else:
-                result.update(_output_check(base, prompt, trained_out, "diffusers_file_reproduces", eps))
+                result.update(_output_check(base, prompt, trained_out, "diffusers_file_reproduces", eps,
+                                                      base_out))
     finally:
         drop_adapter(pipe, CHECK_ADAPTER)
         activate_only(pipe, [ADAPTER])
