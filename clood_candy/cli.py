@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from clood_candy import fsutil
 from clood_candy.config import DEMO_OVERRIDES, CloodConfig, deep_merge, load_config, reload_config
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
@@ -282,6 +283,36 @@ def sample(run_dir: Path, prompts: tuple[str, ...], weights: str | None, checkpo
         raise UserError(f"--weights must be numbers separated by commas, got '{weights}'") from None
     out = sample_stage.run(ctx, list(prompts) or None, parsed, checkpoint, out_name="samples/resampled")
     click.echo(json.dumps(out, indent=2))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("candidate", required=False)
+@click.option("--why", default="", help="Your reason, kept with the vote.")
+@click.option("--json", "as_json", is_flag=True)
+def pick(run_dir: Path, candidate: str | None, why: str, as_json: bool) -> None:
+    """Show the pick fight's candidates, or vote for CANDIDATE: the user judge's vote joins
+    the panel, and the panel's choice becomes the run's LoRA."""
+    from clood_candy.pick.fight import vote
+    from clood_candy.records import ConfigFightResult
+
+    ctx = open_run(run_dir)
+    if candidate:
+        result = vote(ctx, candidate, why)
+    else:
+        path = ctx.run.path("train", "fight.json")
+        result = ConfigFightResult.model_validate(fsutil.read_json(path)).pick if path.is_file() else None
+        if result is None:
+            raise UserError(f"{run_dir} has no pick fight yet: run the train stage first")
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    for cand in result.sheet.candidates:
+        mark = "*" if cand.name == result.winner else " "
+        click.echo(f"{mark} {cand.name:<28} panel {result.panel.get(cand.name, float('nan')):.2f}  "
+                   + "  ".join(f"{j} {r[cand.name]:.2f}" for j, r in result.ranks.items() if cand.name in r))
+    click.echo(result.why)
+    click.echo(f"LoRA: {ctx.run.path(ctx.run.state.outputs.get('lora', ''))}")
 
 
 @cli.command()

@@ -67,9 +67,25 @@ class FightPlacement(Section):
     max_retries: int = Field(2, ge=0)  # a trial whose worker or node was lost runs again this often
 
 
+class PickSettings(Section):
+    """[train.pick]: which saved LoRA ships, chosen by sample judges (issue 15's fight)."""
+
+    enabled: bool = True  # False: the last step ships, as training alone would
+    # judge → weight; one that cannot run here (no CLIP weights, no vote yet) sits out with its reason
+    judges: dict[str, float] = Field(default_factory=lambda: {
+        "subject-colour": 1.0, "memorisation": 1.0, "validation-loss": 1.0,
+        "clip-subject": 1.0, "clip-prompt": 1.0, "user": 10.0})  # your pick outweighs the rest
+    max_candidates: int = Field(4, ge=1, le=64)  # checkpoints sampled, spread over the run, the last one always
+    weights: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # LoRA weights per checkpoint
+    held_out_prompts: int = Field(2, ge=0)  # captions of photos training never saw
+    novel_prompts: int = Field(2, ge=0)  # the trigger on a new background, arrangement, light
+    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
+
+
 class TrainSettings(Section):
     defaults: TrainConfig = Field(default_factory=TrainConfig)
     fight: FightSettings = Field(default_factory=FightSettings)
+    pick: PickSettings = Field(default_factory=PickSettings)
     repeats_per_image: float = Field(22.0, gt=0.0)  # steps = this × training photos ÷ photos per step
     gpu_memory: float | None = Field(None, gt=0.0)  # GB to plan for; None: the device's own
 
@@ -127,8 +143,11 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "base": "tiny",
     "prep": {"resolution": 64},
     "train": {"defaults": {"steps": 60, "rank": 4, "alpha": 4.0, "learning_rate": 3e-3, "batch_size": 2,
-                           "checkpoint_every": 30, "validate_every": 10, "lr_scheduler": "constant"},
-              "fight": {"budgets": [20, 40]}},
+                           "checkpoint_every": 20, "validate_every": 10, "lr_scheduler": "constant"},
+              "fight": {"budgets": [20, 40]},
+              # the toy's random CLIP would only add noise (issue 14 brings a learned one)
+              "pick": {"judges": {"subject-colour": 1.0, "memorisation": 1.0, "validation-loss": 1.0,
+                                  "user": 10.0}}},
     "sample": {"steps": 4},
 }
 

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from clood_candy.records import CaptionResult, Candidate, Comparison, FightItem, Photo, Score
+from clood_candy.records import CaptionResult, Candidate, Comparison, FightItem, Photo, PickSheet, Score
 from clood_candy.runstore import redact
 
 if TYPE_CHECKING:
@@ -70,3 +70,20 @@ class Judge(Fighter):
         or a mapping keyed by (item id, first fighter, second fighter), which suits a judge
         that answers out of order. A pair it could not judge gets ``Comparison(error=...)``."""
         raise NotImplementedError
+
+
+class SampleJudge(Fighter):
+    """Scores LoRA candidates from their samples (the pick fight, ``[train.pick] judges``).
+    Registered through ``register_judges`` like a caption judge; the stage asks only the
+    kind it needs. Gets the images, the prompts and the photos in one ``PickSheet``."""
+
+    version: str = "0"
+
+    @abstractmethod
+    def score_samples(self, sheet: PickSheet, ctx: "StageContext") -> dict[str, Score]:
+        """Candidate name → Score (higher is better). A candidate it cannot judge is left
+        out; a Score's reason says what was measured, in the user's words."""
+
+    def flags(self, sheet: PickSheet, scores: dict[str, Score], ctx: "StageContext") -> dict[str, str]:
+        """Candidate → a warning worth a person's attention (a memorised candidate), if any."""
+        return {}

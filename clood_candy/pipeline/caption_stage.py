@@ -13,8 +13,10 @@ from clood_candy.captions.strategy import apply_for_run
 from clood_candy.captions.tokens import token_counter
 from clood_candy.concepts import resolve, with_trigger
 from clood_candy.context import StageContext
+from clood_candy.errors import UserError
 from clood_candy.fight.engine import Panel, run_fight
 from clood_candy.fight.ray_captions import RemoteCaptioners, remote_captioners
+from clood_candy.fighters import SampleJudge
 from clood_candy.pipeline import prep_stage
 from clood_candy.records import CaptionResult, Candidate, ConceptSet, FightItem, FightResult, Photo
 
@@ -124,6 +126,8 @@ def _panel(ctx: StageContext) -> Panel:
     judges, problems = {}, {}
     for name, weight in ctx.config.caption.judges.items():
         judge = ctx.registry.get("judge", name)
+        if isinstance(judge, SampleJudge):
+            raise UserError(f"judge '{name}' scores LoRA samples, not captions: name it in [train.pick] judges")
         why = judge.unavailable(ctx)
         if why:
             problems[name] = why

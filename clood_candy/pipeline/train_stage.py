@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
+from clood_candy.pick.fight import pick_lora, record, ship
 from clood_candy.pipeline.config_fight import fight_configs, train_winner
 from clood_candy.pipeline.planning import planned_recipes
 from clood_candy.records import ConceptSet, Photo, PrepReport, TrainItem, TrainSet
@@ -87,6 +87,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     data = load_trainset(ctx)
     # The plan's choices for this many photos on this device, where the user set none.
     _, configs, budgets = planned_recipes(ctx, data)
+    fight = None
     if len(configs) > 1:
         fight = fight_configs(ctx, data, configs, budgets)
         winner = next(c for c in configs if c.name == fight.winner)
@@ -98,9 +99,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     fsutil.write_json(ctx.run.path("train", "outcome.json"), final)
     if final.error or not final.lora:
         raise RuntimeError(f"training {winner.name} did not produce a verified LoRA: {final.error}")
-    lora = ctx.run.path("train", f"{ctx.config.trigger}.safetensors")
-    shutil.copyfile(ctx.run.path(final.lora), lora)
-    ctx.run.state.outputs["lora"] = ctx.run.rel(lora)
-    ctx.run.save()
-    return {"winner": winner.name, "lora": ctx.run.rel(lora), "steps": final.steps_done,
+    # Which of its saved LoRAs ships: the sample judges' panel, not the last step by default.
+    picked = pick_lora(ctx, data, final)
+    record(ctx, fight, winner, picked)
+    lora = ship(ctx, picked, final)
+    return {"winner": winner.name, "lora": lora, "steps": final.steps_done,
+            "picked": picked.winner if picked else "final",
             "final_val_loss": final.final_val_loss, "verification": final.verification}

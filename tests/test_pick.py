@@ -1,0 +1,136 @@
+"""The pick fight: which saved LoRA ships, chosen by sample judges (issue 15)."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from clood_candy.cli import cli, open_run
+from clood_candy.errors import UserError
+from clood_candy.fighters import SampleJudge
+from clood_candy.pick.panel import decide, judge_sheet, ranks
+from clood_candy.records import PickCandidate, PickSheet, PickVote, Score
+
+
+def _sheet(*names, losses=None) -> PickSheet:
+    losses = losses or {}
+    return PickSheet(candidates=[PickCandidate(name=n, config="c", step=10 * (i + 1), lora=f"{n}.safetensors",
+                                               val_loss=losses.get(n), final=i == len(names) - 1)
+                                 for i, n in enumerate(names)],
+                     prompts=[], seeds=[1], images=[], held_out=[], training=[], trigger="t", class_word="bean")
+
+
+def test_ranks_put_the_best_at_one_and_share_ties():
+    got = ranks({"a": Score(score=0.1), "b": Score(score=0.5), "c": Score(score=0.5), "d": Score(score=float("nan"))})
+    assert got == {"a": 0.0, "b": 0.75, "c": 0.75}
+
+
+def test_a_flagged_candidate_is_passed_over_and_the_reason_says_so():
+    sheet = _sheet("early", "late")
+    scores = {"colour": {"early": Score(score=0.2), "late": Score(score=0.9)},
+              "loss": {"early": Score(score=-0.3), "late": Score(score=-0.1)}}
+    result = decide(sheet, {"colour": 1.0, "loss": 1.0}, scores, {}, {"late": ["memorisation: memorised"]}, [])
+    assert result.winner == "early" and result.panel == {"early": 0.0, "late": 1.0}
+    assert "late ranked higher but is flagged" in result.why and "training alone would have shipped late" in result.why
+
+
+def test_the_users_vote_outweighs_the_judges_and_overrides_a_flag():
+    sheet = _sheet("early", "late")
+    scores = {"colour": {"early": Score(score=0.9), "late": Score(score=0.2)},
+              "user": {"early": Score(score=0.0), "late": Score(score=1.0, reason="user picked late")}}
+    result = decide(sheet, {"colour": 1.0, "user": 10.0}, scores, {}, {"late": ["memorisation: memorised"]},
+                    [PickVote(candidate="late")])
+    assert result.winner == "late"
+    assert result.disagreements == ["colour preferred early ()"]
+
+
+def test_a_judge_that_fails_sits_out_and_the_pick_goes_on(make_ctx):
+    class Broken(SampleJudge):
+        name = "broken"
+
+        def score_samples(self, sheet, ctx):
+            raise RuntimeError("model exploded")
+
+    ctx = make_ctx()
+    ctx.registry.items["judge"]["broken"] = type(next(iter(ctx.registry.items["judge"].values())))(
+        kind="judge", name="broken", obj=Broken(), plugin="test", version="0", source="test")
+    result = judge_sheet(ctx, _sheet("a", "b", losses={"a": 0.5, "b": 0.4}), {"broken": 1.0, "validation-loss": 1.0})
+    assert result.sat_out["broken"] == "failed: RuntimeError: model exploded"
+    assert result.winner == "b" and set(result.scores) == {"validation-loss"}
+
+
+def test_judges_of_the_wrong_kind_are_refused_in_one_line(make_ctx):
+    from clood_candy.pick.panel import sample_judges
+
+    ctx = make_ctx()
+    with pytest.raises(UserError, match="judge 'rubric' scores captions, not samples"):
+        sample_judges(ctx, {"rubric": 1.0})
+    from clood_candy.pipeline.caption_stage import _panel
+
+    ctx = make_ctx(caption={"judges": {"memorisation": 1.0}})
+    with pytest.raises(UserError, match="judge 'memorisation' scores LoRA samples, not captions"):
+        _panel(ctx)
+
+
+# --- on the demo run (tiny random-weight base: the mechanics, not the art) ---------------
+
+
+@pytest.fixture
+def picked_run(demo_run, tmp_path):
+    """A copy of the demo run, so a vote does not change what other tests read."""
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run, copy)
+    return copy
+
+
+@pytest.mark.slow
+def test_the_demo_ships_the_panels_choice_with_every_judges_scores(demo_run):
+    pick = json.loads((demo_run / "train" / "fight.json").read_text())["pick"]
+    names = [c["name"] for c in pick["sheet"]["candidates"]]
+    assert len(names) == 3 and [c["step"] for c in pick["sheet"]["candidates"]] == [20, 40, 60]
+    assert {p["kind"] for p in pick["sheet"]["prompts"]} == {"held-out", "novel"}
+    assert len(pick["sheet"]["images"]) == 3 * len(pick["sheet"]["prompts"])
+    for image in pick["sheet"]["images"]:
+        assert (demo_run / image["image"]).is_file()
+    assert set(pick["scores"]) == {"subject-colour", "memorisation", "validation-loss"}
+    for judge, scores in pick["scores"].items():
+        assert set(scores) == set(names), judge
+        assert all(s["reason"] for s in scores.values())
+    assert pick["sat_out"] == {"user": "no vote yet (clood pick RUN CANDIDATE)"}
+    unflagged = {c: v for c, v in pick["panel"].items() if c not in pick["flags"]} or pick["panel"]
+    assert pick["panel"][pick["winner"]] == max(unflagged.values())  # ties: the lower validation loss
+    chosen = next(c for c in pick["sheet"]["candidates"] if c["name"] == pick["winner"])
+    shipped = demo_run / "train" / "jlybn.safetensors"
+    assert shipped.read_bytes() == (demo_run / chosen["lora"]).read_bytes()
+    assert json.loads((demo_run / "run.json").read_text())["outputs"]["picked"] == pick["winner"]
+
+
+@pytest.mark.slow
+def test_clood_pick_records_the_vote_and_ships_that_lora(picked_run):
+    fight = json.loads((picked_run / "train" / "fight.json").read_text())["pick"]
+    other = next(c for c in fight["sheet"]["candidates"] if c["name"] != fight["winner"])
+    result = CliRunner().invoke(cli, ["pick", str(picked_run), other["name"], "--why", "crisper beans"])
+    assert result.exit_code == 0, result.output
+    assert f"* {other['name']}" in result.output
+    after = json.loads((picked_run / "train" / "fight.json").read_text())["pick"]
+    assert after["winner"] == other["name"] and after["votes"][-1]["why"] == "crisper beans"
+    assert after["scores"]["user"][other["name"]]["score"] == 1.0
+    assert after["scores"]["subject-colour"] == fight["scores"]["subject-colour"]  # the others are not asked again
+    assert (picked_run / "train" / "jlybn.safetensors").read_bytes() == (picked_run / other["lora"]).read_bytes()
+    wrong = CliRunner().invoke(cli, ["pick", str(picked_run), "step-9999"])
+    assert wrong.exit_code != 0 and "no candidate 'step-9999' (have: " in wrong.output
+
+
+@pytest.mark.slow
+def test_sampling_the_candidates_again_reuses_every_image(picked_run, monkeypatch):
+    from clood_candy.pick.sheet import make_sheet
+    from clood_candy.pipeline.train_stage import load_trainset
+    from clood_candy.records import TrainOutcome
+
+    ctx = open_run(picked_run)
+    family = ctx.family()
+    monkeypatch.setattr(type(family), "generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError("sampled")))
+    outcome = TrainOutcome.model_validate(json.loads((picked_run / "train" / "outcome.json").read_text()))
+    sheet = make_sheet(ctx, load_trainset(ctx), outcome, ctx.config.train.pick)
+    assert sheet.failures == [] and len(sheet.images) == 3 * len(sheet.prompts)
