@@ -114,6 +114,7 @@ class Score(Record):
 
     score: float
     reason: str = ""
+    evidence: dict[str, str | float] = Field(default_factory=dict)  # what a report shows for it (paths, figures)
 
 
 class Comparison(Record):

@@ -134,3 +134,15 @@ def test_sampling_the_candidates_again_reuses_every_image(picked_run, monkeypatc
     outcome = TrainOutcome.model_validate(json.loads((picked_run / "train" / "outcome.json").read_text()))
     sheet = make_sheet(ctx, load_trainset(ctx), outcome, ctx.config.train.pick)
     assert sheet.failures == [] and len(sheet.images) == 3 * len(sheet.prompts)
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_candidates_the_judges_and_the_copying_check(demo_run):
+    html = (demo_run / "report.html").read_text()
+    pick = json.loads((demo_run / "train" / "fight.json").read_text())["pick"]
+    section = html[html.index('<section class="chapter" id="pick"'):html.index('id="lora" data-section')]
+    assert f"Chosen: {pick['winner']}" in section
+    for cand in pick["sheet"]["candidates"]:
+        assert cand["name"] in section
+    assert "Copying check" in section and "nearest training photo" in section
+    assert "no vote yet (clood pick RUN CANDIDATE)" in section

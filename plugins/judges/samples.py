@@ -102,7 +102,9 @@ class Memorisation(SampleJudge):
             sim, photo, image = max(near)
             found[cand] = Score(score=-float(np.mean(excess)), reason=(
                 f"{copies} of {len(near)} sample(s) closer to a training photo than any unseen photo of the shoot "
-                f"(unseen: {natural:.3f}); nearest: {image} to {Path(photo).name} at {sim:.3f}"))
+                f"(unseen photos reach {natural:.3f}; its closest {sim:.3f}, to {Path(photo).name})"),
+                evidence={"sample": image, "photo": photo, "similarity": round(sim, 4), "unseen": round(natural, 4),
+                          "copies": copies})
         return found
 
     def assess(self, sheet: PickSheet, ctx) -> dict[str, tuple[float, list[tuple[float, str, str]]]]:

@@ -22,6 +22,7 @@ from clood_candy_plugins.report import (
     section_diffusion,
     section_lora,
     section_photos,
+    section_pick,
     section_text_encoder,
     section_training,
     section_vae,
@@ -39,7 +40,8 @@ SECTIONS: list[tuple[str, str, Callable[[RunData], Section]]] = [
     ("vae", "4. What the VAE sees", section_vae.build),
     ("diffusion", "5. What diffusion does", section_diffusion.build),
     ("training", "6. Training", section_training.build),
-    ("lora", "7. Your LoRA", section_lora.build),
+    ("pick", section_pick.TITLE, section_pick.build),
+    ("lora", "8. Your LoRA", section_lora.build),
 ]
 
 

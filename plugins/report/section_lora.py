@@ -1,4 +1,4 @@
-"""7. Your LoRA: the weight × prompt grid, its size against the base model's, where the
+"""8. Your LoRA: the weight × prompt grid, its size against the base model's, where the
 file is and how to use it in ComfyUI and Automatic1111."""
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _how_to_use_toy(run: RunData, lora: Path) -> str:
 
 
 def build(run: RunData) -> Section:
-    section = Section("lora", "7. Your LoRA")
+    section = Section("lora", "8. Your LoRA")
     lora = run.lora
     body = [lesson(
         "Weight 0 is the base model alone; as the weight rises, the LoRA pushes the same starting noise towards "
