@@ -44,7 +44,7 @@ def _pairs(item: FightItem) -> list[tuple[Candidate, Candidate]]:
     return list(itertools.combinations(sorted(item.candidates, key=lambda c: c.fighter), 2))
 
 
-def _resolve_orders(ab: Comparison, ba: Comparison) -> tuple[str, bool]:
+def resolve_orders(ab: Comparison, ba: Comparison) -> tuple[str, bool]:
     """Both orders asked; a verdict that flips with the order is a tie (position bias)."""
     first = {"first": "a", "second": "b", "tie": "tie"}[ab.winner]
     second = {"first": "b", "second": "a", "tie": "tie"}[ba.winner]
@@ -142,7 +142,7 @@ def _decide_pair(item: FightItem, a: Candidate, b: Candidate, active: dict[str, 
             ba = answers[name].get((item.id, b.fighter, a.fighter))
             if ab is None or ba is None or ab.error or ba.error:
                 continue  # a failed comparison: no vote from this judge on this pair
-            outcome, flipped = _resolve_orders(ab, ba)
+            outcome, flipped = resolve_orders(ab, ba)
             flips.setdefault(name, []).append(flipped)
             reason = ab.reason if not flipped else f"changed its mind when the order was swapped: {ab.reason} / {ba.reason}"
         else:

@@ -107,8 +107,10 @@ class ClaudeJudge(Judge):
         return verdicts
 
     @staticmethod
-    def _record_usage(ctx, outcomes, failures: int) -> None:
-        path = ctx.run.path("cache", cc.PLUGIN, "judge-usage.json")
+    def _record_usage(ctx, outcomes, failures: int, file: str = "judge-usage.json") -> None:
+        """Adds these requests' tokens, cost and failures to the run's totals in ``file``
+        (the sample judge keeps its own file, so each judge's bill reads on its own)."""
+        path = ctx.run.path("cache", cc.PLUGIN, file)
         with _usage_lock:
             totals: dict[str, float] = fsutil.read_json(path) if path.is_file() else {}
             for outcome in outcomes:

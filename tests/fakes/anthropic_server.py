@@ -9,6 +9,10 @@ arrival order, then ``default`` for every request after that.
 Faults: ``ok``, ``429`` (with retry-after), ``529``, ``500``, ``401``, ``400``,
 ``timeout`` (sleeps ``timeout_sleep`` before answering), ``no_tool`` (a text-only reply),
 ``bad_json`` (a tool call whose input breaks the schema).
+
+A test that needs other answers sets ``answer``: ``answer(body, tool)`` returns the tool
+input for every request that is not a fault (a scripted judge: by the images it was shown,
+or always "first" to play a judge with position bias).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image, ImageStat
 
@@ -62,6 +66,7 @@ class FakeAnthropic:
     batch_polls: int = 1  # retrieves that still say in_progress
     requests: list[Recorded] = field(default_factory=list)
     max_in_flight: int = 0
+    answer: Callable[[Any, dict[str, Any]], dict[str, Any]] | None = None  # None: the built-in answers below
 
     def __post_init__(self) -> None:
         self._script: deque[str] = deque()
@@ -187,10 +192,14 @@ class FakeAnthropic:
         for message in body.get("messages", []):
             for block in message.get("content", []) if isinstance(message.get("content"), list) else []:
                 if block.get("type") == "image":
-                    data = base64.b64decode(block["source"]["data"])
-                    with Image.open(io.BytesIO(data)) as im:
-                        return colour_name(tuple(ImageStat.Stat(im.convert("RGB")).mean))
+                    return colour_name(FakeAnthropic.image_mean(block))
         return None
+
+    @staticmethod
+    def image_mean(block: dict[str, Any]) -> tuple[float, ...]:
+        """The mean RGB of an image block's picture."""
+        with Image.open(io.BytesIO(base64.b64decode(block["source"]["data"]))) as im:
+            return tuple(ImageStat.Stat(im.convert("RGB")).mean)
 
     @staticmethod
     def prompt_text(body: Any) -> str:
@@ -204,6 +213,8 @@ class FakeAnthropic:
         return "\n".join(texts)
 
     def tool_input(self, body: Any, tool: dict[str, Any]) -> dict[str, Any]:
+        if self.answer is not None:
+            return self.answer(body, tool)
         colour = self.image_colour(body) or "unknown"
         props = tool.get("input_schema", {}).get("properties", {})
         if "winner" in props:  # a pairwise verdict: the caption naming the true colour wins
