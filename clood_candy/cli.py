@@ -232,7 +232,8 @@ def runs(runs_dir: Path, as_json: bool) -> None:
             continue
         found.append({"run": str(path.parent), "created": store.state.created,
                       "stages": {k: v.status for k, v in store.state.stages.items()},
-                      "lora": store.state.outputs.get("lora")})
+                      "lora": store.state.outputs.get("lora"),
+                      "symptoms": [s.model_dump() for s in _symptoms(path.parent)]})
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -241,6 +242,20 @@ def runs(runs_dir: Path, as_json: bool) -> None:
     for row in found:
         stages_line = " ".join(f"{k}:{v}" for k, v in row.get("stages", {}).items()) or row.get("error", "")
         click.echo(f"{row['run']}  {stages_line}")
+        for symptom in row.get("symptoms", []):
+            click.echo(f"    {symptom['title']}: {symptom['evidence']} → {symptom['fix']}")
+
+
+def _symptoms(root: Path) -> list:
+    """The run's doctor: its last answer (RUN/doctor.json), else asked now without writing."""
+    from clood_candy import doctor
+
+    try:
+        kept = root / doctor.DOCTOR
+        found = doctor.Diagnosis.model_validate(fsutil.read_json(kept)) if kept.is_file() else doctor.diagnose(root, False)
+    except Exception:  # a run the doctor cannot read is still listed
+        return []
+    return found.symptoms
 
 
 def open_run(run_dir: Path, quiet: bool = True) -> StageContext:

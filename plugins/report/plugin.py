@@ -20,6 +20,7 @@ from clood_candy.stages import Reporter
 from clood_candy_plugins.report import (
     section_captions,
     section_diffusion,
+    section_doctor,
     section_lora,
     section_photos,
     section_pick,
@@ -42,6 +43,7 @@ SECTIONS: list[tuple[str, str, Callable[[RunData], Section]]] = [
     ("training", "6. Training", section_training.build),
     ("pick", section_pick.TITLE, section_pick.build),
     ("lora", "8. Your LoRA", section_lora.build),
+    ("doctor", section_doctor.TITLE, section_doctor.build),
 ]
 
 
