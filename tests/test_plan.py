@@ -168,3 +168,16 @@ def test_the_demo_keeps_its_own_settings():
     assert made.value("train.defaults.warmup_steps") == 0
     assert made.fight.budgets == [20, 40] and made.fight.set_by_user
     assert made.value("prep.resolution") == 64
+
+
+def test_the_plan_states_what_the_pick_fight_costs():
+    from clood_candy.plan.render import render as render_plan
+
+    made = plan(30)  # 500 steps, ten checkpoints, batch 4: 4 candidates × (2 held-out + 2 novel) prompts
+    pick = made.pick
+    assert (pick.candidates, pick.samples, pick.sampler_steps) == (4, 16, 25)
+    assert pick.step_equivalents == round(16 * 25 * 2 / (3 * 4))
+    assert pick.share < 0.25  # the budget: sampling at most a quarter of the run
+    assert any(line.startswith("Pick fight: 4 candidate(s)") for line in render_plan(made))
+    off = plan(30, train={"pick": {"enabled": False}})
+    assert not any(line.startswith("Pick fight") for line in render_plan(off))

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from clood_candy.plan import tables
-from clood_candy.plan.fight import plan_fight
+from clood_candy.plan.fight import plan_fight, plan_pick
 from clood_candy.plan.memory import GB, Recipe, fit, gib
 from clood_candy.plan.records import Choice, DeviceInfo, Plan, TrainingDefaults
 from clood_candy.records import TrainConfig
@@ -114,12 +114,16 @@ def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, 
     fs = config.train.fight
     fight = plan_fight(steps, fight_configs, fs.reduction, fs.rungs, fs.max_cost,
                        fs.budgets if "budgets" in fs.model_fields_set else None)
+    held_out = max(1, round((photos or 0) * fs.validation_split)) if photos else 1
+    sampler_steps = config.sample.steps or (8 if config.base.startswith("tiny") else 25)
+    pick = plan_pick(config.train.pick, steps, choose.items["checkpoint_every"].value, batch * accumulation,
+                     sampler_steps, fight.cost if len(config.train.fight.configs) != 1 else 0, held_out)
     choices = [Choice(key="prep.resolution", value=resolution, set_by_user=bool(given.resolution or
                       config.prep.resolution), reason="you set this" if (given.resolution or config.prep.resolution)
                       else "the base's native size")] + list(choose.items.values())
     return Plan(base=config.base, family=family.name, lora_type=lora_type, photos=photos, training_photos=training,
                 resolution=resolution, device=device, choices=choices, memory=memory, first_estimate=first, remedies=remedies,
-                fight=fight, warnings=warnings, notes=notes)
+                fight=fight, pick=pick, warnings=warnings, notes=notes)
 
 
 def _starting_points(choose: _Choices, start: TrainingDefaults | None, lora_type: str, notes: list[str]) -> None:

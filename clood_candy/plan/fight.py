@@ -71,3 +71,18 @@ def plan_fight(steps: int, configs: int, reduction: int, rungs: list[float], max
 def _fraction(share: float) -> str:
     inverse = 1 / share
     return f"1/{round(inverse)}" if abs(inverse - round(inverse)) < 1e-6 else f"{share:g}"
+
+
+def plan_pick(settings, steps: int, checkpoint_every: int, batch: int, sampler_steps: int, fight_cost: int,
+              held_out: int) -> "PickPlan":
+    """What sampling the candidates costs, in training steps, beside the fight and the run."""
+    from clood_candy.plan.records import PickPlan
+
+    saved = max(1, steps // max(1, checkpoint_every)) + (0 if steps % max(1, checkpoint_every) == 0 else 1)
+    candidates = min(settings.max_candidates, saved) * len(settings.weights)
+    prompts = min(settings.held_out_prompts, held_out) + settings.novel_prompts
+    samples = candidates * prompts * len(settings.seeds)
+    equivalents = round(samples * sampler_steps * 2 / (3 * max(1, batch)))
+    total = fight_cost + steps + equivalents
+    return PickPlan(candidates=candidates, samples=samples, sampler_steps=sampler_steps,
+                    step_equivalents=equivalents, share=round(equivalents / max(1, total), 3), enabled=settings.enabled)

@@ -112,6 +112,17 @@ class FightPlan(Record):
     set_by_user: bool = False
 
 
+class PickPlan(Record):
+    """The pick fight's samples, and their compute against the run's."""
+
+    candidates: int  # checkpoints × LoRA weights
+    samples: int  # candidates × prompts × seeds
+    sampler_steps: int  # denoising steps per sample (classifier-free guidance: two passes each)
+    step_equivalents: int  # the samples' compute in training steps (a step: forward + backward ≈ 3 passes per photo)
+    share: float  # of fight, run and pick together
+    enabled: bool = True
+
+
 class Plan(Record):
     base: str
     family: str
@@ -125,6 +136,7 @@ class Plan(Record):
     first_estimate: int | None = None  # bytes, before any remedy
     remedies: list[Remedy] = Field(default_factory=list)
     fight: FightPlan | None = None
+    pick: PickPlan | None = None
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 

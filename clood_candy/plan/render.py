@@ -33,6 +33,11 @@ def render(plan: Plan) -> list[str]:
             steps = plan.value("train.defaults.steps")
             lines.append(f"  the winner continues from its step-{last} checkpoint to {steps}: "
                          f"{fight.cost + max(0, steps - last)} steps for fight and run together")
+    if plan.pick is not None and plan.pick.enabled:
+        pick = plan.pick
+        lines.append(f"Pick fight: {pick.candidates} candidate(s) × their prompts = {pick.samples} samples at "
+                     f"{pick.sampler_steps} steps, about {pick.step_equivalents} training steps of compute "
+                     f"({100 * pick.share:.0f} % of fight, run and pick)")
     lines += [f"Warning: {w}" for w in plan.warnings]
     lines += [f"Note: {n}" for n in plan.notes]
     return lines
