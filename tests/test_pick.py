@@ -146,3 +146,16 @@ def test_the_report_shows_the_candidates_the_judges_and_the_copying_check(demo_r
         assert cand["name"] in section
     assert "Copying check" in section and "nearest training photo" in section
     assert "no vote yet (clood pick RUN CANDIDATE)" in section
+
+
+def test_one_saved_lora_ships_without_sampling(make_ctx, monkeypatch):
+    from clood_candy.pick.fight import pick_lora
+    from clood_candy.records import TrainOutcome
+    from support.sd import recipe
+
+    ctx = make_ctx()
+    (ctx.run.root / "train").mkdir()
+    (ctx.run.root / "train" / "only.safetensors").write_bytes(b"x")
+    outcome = TrainOutcome(config=recipe(), steps_done=20, lora="train/only.safetensors")
+    monkeypatch.setattr(type(ctx), "family", lambda self: (_ for _ in ()).throw(AssertionError("no sampling")))
+    assert pick_lora(ctx, None, outcome) is None

@@ -11,7 +11,7 @@ from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.pick.panel import decide, judge_sheet, sample_judges
-from clood_candy.pick.sheet import make_sheet
+from clood_candy.pick.sheet import candidates, make_sheet
 from clood_candy.pick.votes import add_vote, load_votes
 from clood_candy.records import ConfigFightResult, PickResult, TrainConfig, TrainOutcome, TrainSet
 
@@ -19,11 +19,14 @@ USER = "user"
 
 
 def pick_lora(ctx: StageContext, data: TrainSet, outcome: TrainOutcome) -> PickResult | None:
-    """None when ``[train.pick] enabled = false``: the last step ships."""
+    """None when ``[train.pick] enabled = false`` or training saved one LoRA: the last step ships."""
     settings = ctx.config.train.pick
     if not settings.enabled:
         return None
     sample_judges(ctx, settings.judges)  # an unknown or caption judge is named before any sampling
+    if len(candidates(ctx, outcome, settings)) < 2:  # nothing to choose between: no sampling
+        ctx.progress.say("Pick: training saved one LoRA, so it ships (more checkpoints: a lower checkpoint_every)")
+        return None
     sheet = make_sheet(ctx, data, outcome, settings)
     for line in sheet.failures:
         ctx.progress.say(f"  sample failed: {line}")
@@ -67,7 +70,8 @@ def vote(ctx: StageContext, candidate: str, why: str = "") -> PickResult:
         raise UserError(f"{ctx.run.root} has no pick fight yet: run the train stage first")
     fight = ConfigFightResult.model_validate(fsutil.read_json(path))
     if fight.pick is None:
-        raise UserError(f"{ctx.run.root} shipped its last step without a pick fight ([train.pick] enabled = false)")
+        raise UserError(f"{ctx.run.root} shipped its last step without a pick fight ([train.pick] enabled = false, "
+                        "or training saved only one LoRA)")
     old = fight.pick
     names = [c.name for c in old.sheet.candidates]
     if candidate not in names:
