@@ -87,12 +87,17 @@ def _overrides(**flags: Any) -> dict[str, Any]:
               help="folders: each first-level folder of PHOTOS is a concept (a brand) with its own trigger.")
 @click.option("--force", is_flag=True, help="Rerun stages even when nothing changed.")
 @click.option("--gpu-memory", type=float, help="Plan for this many GB of device memory (default: the device's).")
+@click.option("--review", is_flag=True, help="After captioning, open the review page (clood review) and train once "
+              "you press “Train with these captions” there; Ctrl-C stops, --resume goes on later.")
+@click.option("--review-port", type=click.IntRange(0, 65535), default=0,
+              help="With --review: its port (default: a free one).")
+@click.option("--no-browser", is_flag=True, help="With --review: print the page's address; do not open a browser.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path | None, run_dir: Path | None,
           stages: str | None, resume: Path | None, trigger: str | None, resolution: int | None, keep_all: bool,
-          merge: bool, concepts_from: str | None, force: bool, gpu_memory: float | None, as_json: bool,
-          quiet: bool) -> None:
+          merge: bool, concepts_from: str | None, force: bool, gpu_memory: float | None, review: bool,
+          review_port: int, no_browser: bool, as_json: bool, quiet: bool) -> None:
     """Prep → caption fight → config fight and training → samples → report."""
     from clood_candy.pipeline.orchestrator import StageFailed, run_pipeline
 
@@ -128,7 +133,10 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
         run.save()
     chosen = [s.strip() for s in stages.split(",")] if stages else list(STAGES)
     try:
-        run_pipeline(ctx, source, chosen, force=force)
+        if review:
+            _train_after_review(ctx, source, chosen, force, review_port, not no_browser)
+        else:
+            run_pipeline(ctx, source, chosen, force=force)
     except StageFailed as exc:
         click.echo(f"Error: stage {exc.stage} failed: {exc} (traceback in {exc.log})", err=True)
         sys.exit(1)
@@ -141,6 +149,34 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
         for key in ("lora", "report"):
             if key in run.state.outputs:
                 click.echo(f"{key.capitalize():>10}: {run.path(run.state.outputs[key])}")
+
+
+def _train_after_review(ctx: StageContext, source: Path | None, chosen: list[str], force: bool, port: int,
+                        browser: bool) -> None:
+    """--review: the stages before training, then the review page until its “Train with these
+    captions” (every save there is in dataset/ already), then training and what follows.
+    Ctrl-C on the wait stops there, leaving the run as it is for --resume."""
+    from clood_candy.pipeline.orchestrator import check_inputs, check_plugins, run_pipeline
+
+    if not pm.hook.review_before_training.get_hookimpls():
+        raise UserError("--review needs a review plugin (the built-in clood review is not installed)")
+    if "train" not in chosen:
+        raise UserError("--review waits to train: include train in --stages (or leave --stages out)")
+    check_plugins(ctx, chosen)  # training's own mistakes are named now, not after the review
+    check_inputs(ctx, source, chosen)
+    later = STAGES[STAGES.index("train"):]
+    run_pipeline(ctx, source, [s for s in chosen if s not in later], force=force)
+    try:
+        # The address goes to stderr with the progress, keeping stdout for the summary (--json).
+        pressed = pm.hook.review_before_training(run_dir=ctx.run.root, port=port, open_browser=browser,
+                                                 echo=lambda text: click.echo(text, err=True))
+    except KeyboardInterrupt:  # raised once the server has shut down cleanly
+        pressed = False
+    if not pressed:
+        click.echo(f"Stopped before training; your edits are kept (dataset/, review/edits.json). Train with them: "
+                   f"clood dogfood candy --resume {ctx.run.root}", err=True)
+        sys.exit(130)
+    run_pipeline(ctx, source, [s for s in chosen if s in later], force=force)
 
 
 def _resume(resume: Path, config_path: Path | None, overrides: dict[str, Any]) -> tuple[RunStore, CloodConfig, str | None]:

@@ -46,3 +46,9 @@ def register_upscalers(register):
 @hookspec
 def register_commands(cli):
     """Add click commands to the ``clood`` group."""
+
+
+@hookspec(firstresult=True)
+def review_before_training(run_dir, port, open_browser, echo):
+    """``dogfood candy --review``: serve a review of ``run_dir`` until the user asks to train
+    (return True) or stops (False; Ctrl-C). Return None when this plugin does not review."""

@@ -3,13 +3,14 @@ each checked by what lands in the run folder — and by what does not when it is
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 from click.testing import CliRunner
-from support.review import TOKEN, Served, caption_of, client, review_run
+from support.review import TOKEN, Served, caption_of, client, pick_fight, review_run
 
-from clood_candy import edits
+from clood_candy import edits, fsutil
 from clood_candy.pipeline import caption_stage
 from clood_candy.pipeline.orchestrator import stage_inputs
 
@@ -231,3 +232,140 @@ def test_review_command_says_what_is_wrong(tmp_path, run):
     finally:
         taken.close()
     assert json.loads(run.run.path("run.json").read_text())["name"] == "test"
+
+
+# --- the Pick page: the pick fight's candidates, the judges, and a vote ----------------
+
+
+@pytest.fixture
+def picked(run):
+    """The review run with a pick fight decided by the real panel (support.review.pick_fight)."""
+    return run, pick_fight(run)
+
+
+def train_files(ctx) -> dict[str, str]:
+    """What a vote may change: train/ (fight.json, votes.json, the shipped LoRA) and run.json."""
+    files = [*ctx.run.path("train").rglob("*"), ctx.run.path("run.json")]
+    return {str(f.relative_to(ctx.run.root)): f.read_bytes().hex() for f in files if f.is_file()}
+
+
+def pick_record(ctx) -> dict:
+    return json.loads(ctx.run.path("train", "fight.json").read_text())["pick"]
+
+
+def vote(http, candidate, why="", token=TOKEN, headers=None):
+    return http.post("/pick/vote", data={"token": token, "candidate": candidate, "why": why}, headers=headers)
+
+
+def test_the_pick_page_lists_every_candidate_with_its_images(picked):
+    ctx, names = picked
+    http = client(ctx.run.root)
+    assert 'href="/pick?token=' in http.get(f"/captions?token={TOKEN}").text  # beside Photos and Captions
+    page = http.get(f"/pick?token={TOKEN}")
+    assert page.status_code == 200
+    pick = pick_record(ctx)
+    assert pick["winner"] == "default-step20"  # subject-colour's and the validation loss's; step 10 is flagged
+    for text in ('Ships now: <b id="winner-name">default-step20</b>',
+                 "default-step20 has the panel&#39;s best mean rank", "train/jlybn.safetensors", "train/fight/default/checkpoints/step-20/step-20.safetensors",
+                 "memorisation: 2 of 2 samples copy a training photo", "validation loss 0.3000",
+                 "default-step10 = default-step20 = default-step30",  # memorisation could not tell them apart
+                 "default-step20 &gt; default-step30 &gt; default-step10",  # subject-colour's ranking
+                 "sat out: no vote yet (clood pick RUN CANDIDATE)", "new — background: on a sandy beach",
+                 "training alone would have shipped default-step30"):
+        assert text in page.text, text
+    for name in names:
+        row = page.text.split(f'id="cand-{name}"', 1)[1].split("</tr>", 1)[0]
+        assert f"panel score <b class=\"panel\">{pick['panel'][name]:.2f}</b>" in row
+        assert 'name="candidate" value="' + name + '"' in row and "Vote for this one" in row
+        for p in (1, 2):
+            src = f"/pick/sample/train/pick/{name}/p{p}-seed1.png?token={TOKEN}"
+            assert src in row
+            image = http.get(src)
+            assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+            assert image.content == ctx.run.path("train", "pick", name, f"p{p}-seed1.png").read_bytes()
+    assert f'src="/image/p0?token={TOKEN}"' in page.text  # the held-out prompt's photo above its caption
+
+
+def test_a_vote_ships_that_candidate_and_the_page_says_so(picked):
+    ctx, _ = picked
+    http = client(ctx.run.root)
+    reply = vote(http, "default-step30", "  crisper beans  ")
+    assert reply.status_code == 303
+    note = urllib.parse.unquote_plus(reply.headers["location"])
+    assert ("Your vote for default-step30 is recorded. The panel now ships default-step30: train/jlybn.safetensors "
+            "is now a copy of train/fight/default/checkpoints/step-30/step-30.safetensors.") in note
+    pick = pick_record(ctx)
+    assert pick["winner"] == "default-step30" and pick["votes"][-1]["why"] == "crisper beans"
+    assert pick["scores"]["user"]["default-step30"]["score"] == 1.0
+    shipped = ctx.run.path("train", "jlybn.safetensors").read_bytes()
+    assert shipped == b"the LoRA at step 30"
+    assert json.loads(ctx.run.path("run.json").read_text())["outputs"]["picked"] == "default-step30"
+    page = http.get(reply.headers["location"]).text
+    assert 'Ships now: <b id="winner-name">default-step30</b>' in page and "user put it first" in page
+    assert "picked <b>default-step30</b>: “crisper beans” (this one counts)" in page
+    # A flagged candidate the person picks has been seen: the vote ships it all the same.
+    assert vote(http, "default-step10").status_code == 303
+    assert pick_record(ctx)["winner"] == "default-step10"
+    assert ctx.run.path("train", "jlybn.safetensors").read_bytes() == b"the LoRA at step 10"
+
+
+@pytest.mark.parametrize("why, says", [
+    ("x" * 501, "your reason has 501 characters; at most 500 are kept"),
+    ("crisp\x07", "your reason holds U+0007 at character 6"),
+    ("two\nlines", "your reason holds a line break at character 4"),
+    ("\u202enaeb", "your reason holds U+202E at character 1"),
+])
+def test_a_bad_reason_is_refused_clearly_and_changes_nothing(picked, why, says):
+    ctx, _ = picked
+    http, before = client(ctx.run.root), train_files(ctx)
+    reply = vote(http, "default-step30", why)
+    assert reply.status_code == 400 and "Not voted" in reply.text and says in reply.text
+    assert train_files(ctx) == before and pick_record(ctx)["winner"] == "default-step20"
+
+
+def test_a_vote_without_the_token_from_elsewhere_or_oversized_changes_nothing(picked):
+    ctx, _ = picked
+    http, before = client(ctx.run.root), train_files(ctx)
+    for token in ("wrong", ""):
+        reply = vote(http, "default-step30", token=token)
+        assert reply.status_code == 403 and "Nothing was changed" in reply.text
+    reply = vote(http, "default-step30", headers={"Host": "evil.example:8765"})
+    assert reply.status_code == 400 and "answers only as" in reply.text
+    assert vote(http, "default-step30", headers={"Origin": "http://evil.example"}).status_code == 403
+    reply = vote(http, "default-step30", "x" * 300_000)
+    assert reply.status_code == 413 and "Nothing was changed" in reply.text
+    reply = vote(http, "default-step99")
+    assert reply.status_code == 400 and "no candidate &#39;default-step99&#39; (have: default-step10" in reply.text
+    assert http.get("/pick?token=wrong").status_code == 403
+    assert train_files(ctx) == before
+
+
+def test_the_sample_route_serves_only_the_sheets_images_inside_the_run(picked):
+    ctx, _ = picked
+    http = client(ctx.run.root)
+    listed = "train/pick/default-step10/p1-seed1.png"
+    assert http.get(f"/pick/sample/{listed}?token={TOKEN}").status_code == 200
+    assert http.get(f"/pick/sample/{listed}?token=wrong").status_code == 403
+    for path in ("..%2Frun.json", "train%2F..%2Frun.json", "train/jlybn.safetensors", "train/fight.json",
+                 "train/pick/default-step10/p9-seed1.png", "%2Fetc%2Fpasswd"):
+        reply = http.get(f"/pick/sample/{path}?token={TOKEN}")
+        assert reply.status_code == 404 and "no such sample" in reply.text, path
+    # A hand-edited fight.json that lists a file outside the run still gets nothing from it.
+    outside = ctx.run.root.parent / "secret.png"
+    outside.write_bytes(b"not yours")
+    fight = json.loads(ctx.run.path("train", "fight.json").read_text())
+    fight["pick"]["sheet"]["images"][0]["image"] = "../secret.png"
+    ctx.run.path("train", "fight.json").write_text(json.dumps(fight))
+    assert http.get(f"/pick/sample/..%2Fsecret.png?token={TOKEN}").status_code == 404
+
+
+def test_the_pick_page_says_when_there_is_no_pick_fight_and_what_to_run(run):
+    http = client(run.run.root)
+    page = http.get(f"/pick?token={TOKEN}").text
+    assert "This run has no pick fight yet" in page and f"clood dogfood candy --resume {run.run.root}" in page
+    reply = vote(http, "default-step10")
+    assert reply.status_code == 400 and "has no pick fight yet" in reply.text
+    assert not run.run.path("train").exists()
+    fsutil.write_json(run.run.path("train", "fight.json"), {"configs": [], "rounds": [], "winner": None, "pick": None})
+    page = http.get(f"/pick?token={TOKEN}").text
+    assert "shipped its last step without a pick fight" in page and "[train.pick] enabled = true" in page

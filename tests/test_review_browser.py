@@ -1,7 +1,10 @@
 """``clood review`` as the photographer uses it: a real server, headless Chromium, a caption
-edited by typing, a tag renamed across the set, a culled photo kept; after a reload the page
-and dataset/*.txt say the same, and nothing was fetched from anywhere but the server."""
+edited by typing, a tag renamed across the set, a culled photo kept, a vote in the pick fight;
+after a reload the page and the run folder say the same, and nothing was fetched from
+anywhere but the server."""
 
+import json
+import shutil
 import time
 
 import pytest
@@ -83,5 +86,53 @@ def test_edit_a_caption_in_the_browser(make_ctx, tmp_path):
     assert caption_of(ctx, "p0") == typed  # what the page showed is what trains
     assert caption_of(ctx, "p1").endswith(", white")
     assert {r["id"]: r["text"] for r in edits.dataset_rows(ctx.run.root)}["p0"] == typed
+    assert images == [] and not errors, (images, errors)
+    assert all(url.startswith(f"http://127.0.0.1:{served.port}/") for url in requests), requests
+
+
+@pytest.mark.slow
+def test_vote_on_the_pick_page_in_the_browser(demo_run, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = chromium()
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)  # other tests read the demo run as it was
+    before = json.loads((run / "train" / "fight.json").read_text())["pick"]
+    other = next(c for c in before["sheet"]["candidates"] if c["name"] != before["winner"])
+
+    with Served(run) as served, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=executable,
+                                                        headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            errors, requests = [], []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(served.url, wait_until="load")
+            page.click("header >> text=Pick")  # the header link beside Photos and Captions
+            page.wait_for_url("**/pick?*")
+            assert page.locator("#winner-name").inner_text() == before["winner"]
+            shown = [row.get_attribute("data-candidate") for row in page.locator("tr[data-candidate]").all()]
+            assert shown == [c["name"] for c in before["sheet"]["candidates"]]
+            assert page.locator("table.pick img").count() == len(before["sheet"]["images"]) + len(
+                [p for p in before["sheet"]["prompts"] if p["kind"] == "held-out"])
+            images = broken_images(page)
+
+            row = page.locator(f"tr[data-candidate='{other['name']}']")
+            row.locator("input[name=why]").fill("crisper beans")
+            row.locator("button").click()
+            page.wait_for_url("**/pick?*")
+            assert f"Your vote for {other['name']} is recorded" in page.locator("#note").inner_text()
+            page.reload(wait_until="load")
+            assert page.locator("#winner-name").inner_text() == other["name"]
+            assert page.locator("#shipped-from").inner_text() == other["lora"]
+            assert "crisper beans" in page.locator("#votes").inner_text()
+            assert "ships" in page.locator(f"tr[data-candidate='{other['name']}']").inner_text()
+        finally:
+            browser.close()
+
+    after = json.loads((run / "train" / "fight.json").read_text())["pick"]
+    assert after["winner"] == other["name"] and after["votes"][-1]["why"] == "crisper beans"
+    assert (run / "train" / "jlybn.safetensors").read_bytes() == (run / other["lora"]).read_bytes()
     assert images == [] and not errors, (images, errors)
     assert all(url.startswith(f"http://127.0.0.1:{served.port}/") for url in requests), requests

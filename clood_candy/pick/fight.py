@@ -5,8 +5,6 @@ its photos, and says nothing about whether the trigger still obeys a new prompt.
 
 from __future__ import annotations
 
-import shutil
-
 from clood_candy import fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
@@ -46,7 +44,7 @@ def ship(ctx: StageContext, result: PickResult | None, outcome: TrainOutcome) ->
     if result is not None:
         chosen = next(c.lora for c in result.sheet.candidates if c.name == result.winner)
     lora = ctx.run.path("train", f"{ctx.config.trigger}.safetensors")
-    shutil.copyfile(ctx.run.path(chosen), lora)
+    fsutil.write_bytes(lora, ctx.run.path(chosen).read_bytes())  # atomic: never half a LoRA in its place
     ctx.run.state.outputs["lora"] = ctx.run.rel(lora)
     ctx.run.state.outputs["picked"] = result.winner if result is not None else "final"
     ctx.run.save()
@@ -79,6 +77,7 @@ def vote(ctx: StageContext, candidate: str, why: str = "") -> PickResult:
     wanted = dict(old.judges)
     if USER not in wanted:
         raise UserError(f"the user judge is not on this run's panel ([train.pick] judges: {', '.join(wanted)})")
+    ctx.registry.get("judge", USER)  # before the vote is kept: a run without the user judge keeps nothing
     add_vote(ctx.run.root, candidate, why)
     votes = load_votes(ctx.run.root)
     judges, _ = sample_judges(ctx, {USER: wanted[USER]})

@@ -1,4 +1,4 @@
-"""The review web app (Starlette): the Photos and Captions pages of one run folder.
+"""The review web app (Starlette): the Photos, Captions and Pick pages of one run folder.
 
 Safe by default, since it writes into a run: it answers only as 127.0.0.1/localhost on its
 own port (a page elsewhere cannot reach it through a DNS name pointed at 127.0.0.1), every
@@ -12,6 +12,8 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
@@ -26,7 +28,7 @@ from starlette.routing import Route
 from clood_candy import edits
 from clood_candy.records import FightResult
 from clood_candy.runstore import RunStore
-from clood_candy_plugins.review import views
+from clood_candy_plugins.review import pickpage, views
 from clood_candy_plugins.review.desk import Conflict, Desk, Refused
 
 MAX_BODY = 256 * 1024  # a 5,000-character caption in any script fits many times over
@@ -95,7 +97,24 @@ class Guard:
         await self.app(scope, replay, send_headed)
 
 
-def make_app(run_dir: Path, token: str, port: int) -> Starlette:
+@dataclass
+class Kit:
+    """What a page module (pickpage) needs of the app: the run, its desk, the token and
+    origin checks, and the page makers, so every page is guarded the same way."""
+
+    root: Path
+    desk: Desk
+    token_ok: Callable[[str | None], bool]
+    form: Callable[[Request], Awaitable[dict[str, str] | None]]
+    page: Callable[..., HTMLResponse]
+    message: Callable[..., HTMLResponse]
+    forbidden: Callable[[Request], HTMLResponse]
+    where: Callable[..., str]
+
+
+def make_app(run_dir: Path, token: str, port: int, on_train: Callable[[], None] | None = None) -> Starlette:
+    """``on_train``: ``clood dogfood candy --review`` waits for the Captions page's “Train
+    with these captions”; the page shows that button only when it is given."""
     root = Path(run_dir).resolve()
     desk = Desk(root)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
@@ -113,8 +132,9 @@ def make_app(run_dir: Path, token: str, port: int) -> Starlette:
                                                  root=str(root), **values)
         return HTMLResponse(html, status_code=status)
 
-    def message(request: Request, title: str, text: str, status: int, back: str = "/captions", **extra) -> HTMLResponse:
-        return page(request, "message.html", status, title=title, text=text, back=back, **extra)
+    def message(request: Request, title: str, text: str, status: int, back: str = "/captions", tone: str = "error",
+                **extra) -> HTMLResponse:
+        return page(request, "message.html", status, title=title, text=text, back=back, tone=tone, **extra)
 
     def forbidden(request: Request) -> HTMLResponse:
         return message(request, "Wrong or missing token",
@@ -182,7 +202,25 @@ def make_app(run_dir: Path, token: str, port: int) -> Starlette:
         fight = views.read_record(root / "caption" / "fight.json", FightResult)
         return page(request, "captions.html", cards=shown, total=len(cards), filters=FILTERS, chosen=chosen,
                     disputed=sum(c.disputed for c in cards), winner=fight.winner if fight else None,
-                    note=request.query_params.get("note", ""), close_margin=views.CLOSE_MARGIN)
+                    note=request.query_params.get("note", ""), close_margin=views.CLOSE_MARGIN,
+                    waiting=on_train is not None)
+
+    async def train(request: Request) -> Response:
+        """“Train with these captions”: the edits are in dataset/ already (each save wrote
+        them); this only tells ``dogfood candy --review`` to stop serving and train."""
+        fields = await form(request)
+        if fields is None:
+            return forbidden(request)
+        if on_train is None:
+            return message(request, "Nothing waits to train",
+                           "This page was opened with clood review, so no training waits for it. Train on these "
+                           f"captions with: clood dogfood candy --resume {root}. Nothing was changed.", 409,
+                           back=where("/captions"))
+        on_train()
+        return message(request, "Training with these captions",
+                       "The review page has stopped: clood dogfood candy now trains on the captions in dataset/ "
+                       "(your edits included), then samples and writes the report. Follow it in the terminal.",
+                       200, back="", tone="note")
 
     async def save_caption(request: Request) -> Response:
         fields = await form(request)
@@ -259,9 +297,12 @@ def make_app(run_dir: Path, token: str, port: int) -> Starlette:
         Route("/captions", captions_page),
         Route("/captions/bulk", bulk, methods=["POST"]),
         Route("/captions/{photo}", save_caption, methods=["POST"]),
+        Route("/train", train, methods=["POST"]),
         Route("/api/tokens", tokens, methods=["POST"]),
         Route("/image/{photo}", image),
         Route("/thumb/{index:int}", thumb),
+        *pickpage.routes(Kit(root=root, desk=desk, token_ok=token_ok, form=form, page=page, message=message,
+                             forbidden=forbidden, where=where)),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Guard, hosts=hosts)])
     app.state.edits_path = root / edits.EDITS

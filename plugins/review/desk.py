@@ -1,6 +1,7 @@
 """The changes a review page can make, each checked whole before anything is written: a
 caption edit, a bulk find-and-replace or tag rename, a photo kept or culled. Every change
-goes to RUN/review/edits.json first, then into dataset/ (clood_candy.edits)."""
+goes to RUN/review/edits.json first, then into dataset/ (clood_candy.edits). A vote in the
+pick fight goes where ``clood pick`` puts it (train/pick/votes.json, train/fight.json)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clood_candy import edits
+from clood_candy.cli import open_run
 from clood_candy.edits import CaptionEdit, CaptionRefused, PhotoDecision
+from clood_candy.errors import UserError
+from clood_candy.pick.fight import vote
+from clood_candy.plugins import load_plugins
+from clood_candy.records import PickResult
 from clood_candy_plugins.review import views
 
 MAX_WHY_CHARS = 500
@@ -31,6 +37,20 @@ class Conflict(Exception):
     current: str
     version: str
     yours: str
+
+
+def one_line(text: str, what: str, refusal: str) -> str:
+    """A short reason as it will be stored (outer whitespace trimmed), or Refused: a reason
+    is read back in reports and terminals, where a control or bidi character misleads."""
+    text = text.strip()
+    if len(text) > MAX_WHY_CHARS:
+        raise Refused(f"{refusal}: {what} has {len(text):,} characters; at most {MAX_WHY_CHARS} are kept.")
+    bad = edits.REFUSED_CHARS.search(text)
+    if bad:
+        char = {"\n": "a line break", "\r": "a line break", "\t": "a tab"}.get(bad.group(), f"U+{ord(bad.group()):04X}")
+        raise Refused(f"{refusal}: {what} holds {char} at character {bad.start() + 1}; "
+                      "it must be one line of plain text.")
+    return text
 
 
 def replace_text(caption: str, find: str, replacement: str) -> str:
@@ -131,3 +151,15 @@ class Desk:
                                      **edits.stamp())
             edits.record(self.root, edits.load(self.root), views.photos(self.root), decision)
             return decision
+
+    def vote(self, candidate: str, why: str) -> PickResult:
+        """The person's pick, exactly as ``clood pick RUN CANDIDATE --why`` records it: the
+        vote in train/pick/votes.json, the panel decided again, its choice copied to
+        train/<trigger>.safetensors and the verdict in train/fight.json."""
+        why = one_line(why, "your reason", "Not voted")
+        load_plugins()  # the user judge is a plugin; once loaded (as by the clood command), this does nothing
+        with self.lock:
+            try:
+                return vote(open_run(self.root), candidate, why)
+            except UserError as exc:  # what vote() checks before it writes: no pick fight, candidate or user judge
+                raise Refused(f"Not voted: {exc}.") from None

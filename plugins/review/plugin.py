@@ -1,5 +1,6 @@
 """``clood review RUN``: check the cull and fix the captions of a run in the browser, on a
-local page only this machine's user can open (127.0.0.1 and a token made at start-up)."""
+local page only this machine's user can open (127.0.0.1 and a token made at start-up).
+``clood dogfood candy --review`` serves the same page between captioning and training."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import socket
 import threading
 import webbrowser
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -32,17 +34,16 @@ def bind(port: int) -> socket.socket:
     return sock
 
 
-@click.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Default: a free port.")
-@click.option("--no-browser", is_flag=True, help="Print the address; do not open a browser.")
-def review(run_dir: Path, port: int, no_browser: bool) -> None:
-    """Review a run in the browser: keep or cull photos, read the caption fight, fix captions."""
+def serve(run_dir: Path, port: int = 0, browser: bool = True, *, before_training: bool = False,
+          echo: Callable[[str], None] = click.echo) -> bool:
+    """Serve the review page of one run until Ctrl-C (a KeyboardInterrupt, after the server
+    has shut down cleanly) or, with ``before_training``, until the Captions page's “Train with
+    these captions” is pressed: then it returns True, and the caller trains."""
     import uvicorn
 
     from clood_candy_plugins.review.app import make_app
 
-    root = run_dir.expanduser().resolve()
+    root = Path(run_dir).expanduser().resolve()
     if not (root / "run.json").is_file():
         raise UserError(f"not a run folder (no run.json): {run_dir}")
     if not (root / "prep" / "report.json").is_file():
@@ -52,17 +53,43 @@ def review(run_dir: Path, port: int, no_browser: bool) -> None:
     sock = bind(port)
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/?token={token}"
-    server = uvicorn.Server(uvicorn.Config(make_app(root, token, port), log_level="warning", access_log=False,
-                                           server_header=False, lifespan="off"))
-    click.echo(f"Reviewing {root}\nOpen {url}\n(edits go to {root / 'review' / 'edits.json'}; Ctrl-C stops)")
-    if not no_browser:
+    pressed = threading.Event()
+    server: uvicorn.Server
+
+    def train() -> None:  # called by the page's POST: the answer still goes out before the server stops
+        pressed.set()
+        server.should_exit = True
+
+    app = make_app(root, token, port, on_train=train if before_training else None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
+                                           lifespan="off"))
+    echo(f"Reviewing {root}\nOpen {url}\n(edits go to {root / 'review' / 'edits.json'}; " +
+         ("press “Train with these captions” on the Captions page to train, or Ctrl-C to stop here)"
+          if before_training else "Ctrl-C stops)"))
+    if browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+    return pressed.is_set()
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Default: a free port.")
+@click.option("--no-browser", is_flag=True, help="Print the address; do not open a browser.")
+def review(run_dir: Path, port: int, no_browser: bool) -> None:
+    """Review a run in the browser: keep or cull photos, read the caption fight, fix captions,
+    vote in the pick fight."""
+    serve(run_dir, port, not no_browser)
 
 
 @hookimpl
 def register_commands(cli):
     cli.add_command(review)
+
+
+@hookimpl
+def review_before_training(run_dir, port, open_browser, echo):
+    return serve(run_dir, port, open_browser, before_training=True, echo=echo)

@@ -1,7 +1,8 @@
 """A run folder ready for ``clood review``, made in about a second: a prep report by hand (kept,
 culled and failed photos, originals on disk) and the real caption stage on scripted
-captioners and judges, so fight.json and dataset/ are what the pipeline writes. Plus a real
-uvicorn server on a free port for the tests that go through a socket or a browser."""
+captioners and judges, so fight.json and dataset/ are what the pipeline writes; on top of it,
+if asked, a pick fight decided by the real panel on scripted scores. Plus a real uvicorn
+server on a free port for the tests that go through a socket or a browser."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from clood_candy import fsutil
 from clood_candy.fighters import Captioner, Judge
 from clood_candy.pipeline import caption_stage
 from clood_candy.plugins import Registered
-from clood_candy.records import CaptionResult, Photo, PrepEntry, PrepReport, Score
+from clood_candy.records import CaptionResult, ConfigFightResult, Photo, PickCandidate, PickImage, PickPrompt
+from clood_candy.records import PickSheet, PrepEntry, PrepReport, Score, TrainConfig, TrainOutcome
 
 COLOURS = ["red", "green", "yellow", "purple"]
 BACKGROUNDS = ["wooden surface", "white background"]
@@ -92,6 +94,52 @@ def review_run(make_ctx, tmp_path: Path):
         _register(ctx, kind, plugin)
     caption_stage.run(ctx)
     return ctx, source
+
+
+STEPS = (10, 20, 30)
+PICK_JUDGES = {"subject-colour": 1.0, "memorisation": 1.0, "validation-loss": 1.0, "user": 10.0}
+
+
+def pick_fight(ctx) -> list[str]:
+    """What the train stage leaves for the Pick page, without training: three checkpoints
+    (each file's bytes its own), a sample per candidate × prompt, and the panel's verdict
+    from ``decide`` on scripted scores: subject-colour and the validation loss (lowest at step
+    20, rising after it) like step 20, memorisation cannot tell them apart and flags step 10.
+    Returns the candidates' names."""
+    from clood_candy.pick.fight import record, ship
+    from clood_candy.pick.panel import decide
+
+    config = TrainConfig(name="default", steps=30)
+    losses = (0.5, 0.3, 0.4)
+    names, candidates, images = [f"default-step{s}" for s in STEPS], [], []
+    prompts = [PickPrompt(text=caption_of(ctx, "p0"), kind="held-out", photo=str(ctx.run.path("dataset", "p0.png"))),
+               PickPrompt(text="jlybn, jellybean, on a sandy beach", kind="novel",
+                          change="background: on a sandy beach")]
+    for i, (name, step) in enumerate(zip(names, STEPS, strict=True)):
+        lora = f"train/fight/default/checkpoints/step-{step}/step-{step}.safetensors"
+        fsutil.write_bytes(ctx.run.path(lora), f"the LoRA at step {step}".encode())
+        candidates.append(PickCandidate(name=name, config="default", step=step, lora=lora, val_loss=losses[i],
+                                        final=step == STEPS[-1]))
+        for p in range(len(prompts)):
+            image = f"train/pick/{name}/p{p + 1}-seed1.png"
+            ctx.run.path(image).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (80 * i, 120, 60 * p)).save(ctx.run.path(image))
+            images.append(PickImage(candidate=name, prompt=p, seed=1, image=image))
+    sheet = PickSheet(candidates=candidates, prompts=prompts, seeds=[1], images=images, held_out=[], training=[],
+                      trigger="jlybn", class_word="jellybean")
+    colour = {"default-step10": 0.2, "default-step20": 0.9, "default-step30": 0.5}
+    scores = {"subject-colour": {n: Score(score=colour[n], reason=f"colour overlap {colour[n]}") for n in names},
+              "memorisation": {n: Score(score=0.0, reason="0 of 2 samples copy a photo") for n in names},
+              "validation-loss": {c.name: Score(score=-c.val_loss, reason=f"validation loss {c.val_loss:.4f}")
+                                  for c in candidates}}
+    flags = {"default-step10": ["memorisation: 2 of 2 samples copy a training photo"]}
+    result = decide(sheet, PICK_JUDGES, scores, {"user": "no vote yet (clood pick RUN CANDIDATE)"}, flags, [])
+    outcome = TrainOutcome(config=config, steps_done=30, lora=candidates[-1].lora,
+                           checkpoints=[c.lora for c in candidates])
+    fsutil.write_json(ctx.run.path("train", "outcome.json"), outcome)
+    ship(ctx, result, outcome)
+    record(ctx, ConfigFightResult(configs=[config], rounds=[], winner="default"), config, result)
+    return names
 
 
 def caption_of(ctx, photo: str) -> str:
