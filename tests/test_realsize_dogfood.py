@@ -1,7 +1,8 @@
 """The whole pipeline on real-size SD1.5 and SDXL architectures (random weights, local
 diffusers folders built from the shipped configs): a few steps at a small resolution on
 the CPU must end in a LoRA that is verified and patches every module a kohya LoRA of that
-family patches. Slow: minutes, and several GB of memory and disk."""
+family patches. Slow: minutes, and several GB of memory and disk. No checkpoint: the final LoRA is saved
+and verified once (each verification of a real-size SDXL takes a minute on 2 cores)."""
 
 import json
 
@@ -25,7 +26,7 @@ steps = 2
 rank = 4
 alpha = 4.0
 batch_size = 1
-checkpoint_every = 2
+checkpoint_every = 100
 validate_every = 2
 train_text_encoder = true
 
@@ -34,7 +35,7 @@ name = "only"
 steps = 2
 rank = 4
 alpha = 4.0
-checkpoint_every = 2
+checkpoint_every = 100
 validate_every = 2
 train_text_encoder = true
 
@@ -62,8 +63,10 @@ def _lora_modules(path) -> set[str]:
         return {k.split(".")[0] for k in handle.keys() if k.endswith(".lora_down.weight")}
 
 
-# SDXL in bf16, as every real SDXL run on a GPU: its verification once failed in bf16 only
-@pytest.mark.parametrize("family, dtype", [("sd1", "fp32"), ("sdxl", "bf16")])
+# Both in fp32: on a CPU without bf16 instructions (AMD EPYC here) one bf16 SDXL step takes
+# 6 minutes, 20 times fp32's. Verification in bf16 and fp16 is tested on the tiny base
+# (test_sd_verify.py), with the tolerance that real-size depth needs (verify.CHANGE_SHARE).
+@pytest.mark.parametrize("family, dtype", [("sd1", "fp32"), ("sdxl", "fp32")])
 def test_dogfood_on_a_real_size_architecture_trains_and_verifies(tmp_path, family, dtype):
     base = random_weight_folder(family, dtype)
     config = tmp_path / "clood.toml"
