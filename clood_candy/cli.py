@@ -85,7 +85,10 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 @click.option("--merge", is_flag=True, help="Best caption per photo instead of one winning captioner.")
 @click.option("--concepts-from", type=click.Choice(["none", "folders"]),
               help="folders: each first-level folder of PHOTOS is a concept (a brand) with its own trigger.")
-@click.option("--force", is_flag=True, help="Rerun stages even when nothing changed.")
+@click.option("--force", is_flag=True, help="Rerun stages even when nothing changed; asks before a run's hand edits "
+              "(clood review) could go, keeping them by default.")
+@click.option("--discard-edits", is_flag=True, help="With --resume RUN --force: move the run's hand edits aside "
+              "(review/edits-discarded-<time>.json) and rerun without them.")
 @click.option("--gpu-memory", type=float, help="Plan for this many GB of device memory (default: the device's).")
 @click.option("--review", is_flag=True, help="After captioning, open the review page (clood review) and train once "
               "you press “Train with these captions” there; Ctrl-C stops, --resume goes on later.")
@@ -96,14 +99,17 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path | None, run_dir: Path | None,
           stages: str | None, resume: Path | None, trigger: str | None, resolution: int | None, keep_all: bool,
-          merge: bool, concepts_from: str | None, force: bool, gpu_memory: float | None, review: bool,
-          review_port: int, no_browser: bool, as_json: bool, quiet: bool) -> None:
+          merge: bool, concepts_from: str | None, force: bool, discard_edits: bool, gpu_memory: float | None,
+          review: bool, review_port: int, no_browser: bool, as_json: bool, quiet: bool) -> None:
     """Prep → caption fight → config fight and training → samples → report."""
     from clood_candy.pipeline.orchestrator import StageFailed, run_pipeline
 
     overrides = _overrides(base=base, trigger=trigger, concepts_from=concepts_from, **{"prep.resolution": resolution, "prep.keep_all": keep_all,
                                                            "caption.merge": merge, "train.gpu_memory": gpu_memory})
     warning = None
+    if discard_edits and not (resume and force):
+        raise UserError("--discard-edits drops a run's hand edits before rerunning it: "
+                        "use it with --resume RUN --force")
     if resume:
         run, config, warning = _resume(resume, config_path, overrides)
         demo = run.state.demo
@@ -132,6 +138,11 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
         run.state.source = str(source)
         run.save()
     chosen = [s.strip() for s in stages.split(",")] if stages else list(STAGES)
+    if resume and force:
+        from clood_candy import force_edits
+
+        force_edits.settle(run.root, discard=discard_edits, stages=chosen, echo=lambda text: click.echo(text, err=True),
+                           ask=force_edits.confirm)
     try:
         if review:
             _train_after_review(ctx, source, chosen, force, review_port, not no_browser)

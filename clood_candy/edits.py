@@ -1,13 +1,17 @@
 """What the user changed by hand (``clood review``): ``RUN/review/edits.json``.
 
-Every change is one record — a caption rewritten, a photo kept or culled — with who made it,
-when, and the text before and after. The file is the truth; ``dataset/`` is derived from it:
-:func:`apply_to_dataset` lays the edits over whatever the caption stage last wrote, so a
-rerun of that stage (which rewrites ``dataset/`` from the fight) never loses them.
+Every change is one record — a caption rewritten, a photo kept or culled, a crop box moved —
+with who made it, when, and what was before and after. The file is the truth; ``dataset/`` is
+derived from it: :func:`apply_to_dataset` lays the edits over whatever the caption stage last
+wrote, so a rerun of that stage (which rewrites ``dataset/`` from the fight) never loses them.
+A photo prepared by hand (brought back after prep culled it, or made again from a moved crop
+box) carries its whole record in its edit and its image under ``review/``, where a rerun of
+prep (which empties ``prep/images``) does not reach.
 """
 
 from __future__ import annotations
 
+import filecmp
 import getpass
 import hashlib
 import json
@@ -54,10 +58,26 @@ class PhotoDecision(Record):
     why: str = ""
     who: str
     when: str
-    caption: str | None = None  # the training caption it had when culled: what a later keep restores
+    # Culled: the training caption it had, what a later keep restores. Brought back after prep
+    # culled it: the caption it starts with, from the caption fight or the placeholder.
+    caption: str | None = None
+    prepared: Photo | None = None  # brought back: the photo as prep would have prepared it (image under review/)
+    caption_from: Literal["fight", "placeholder"] | None = None
 
 
-Edit = Annotated[CaptionEdit | PhotoDecision, Field(discriminator="kind")]
+class CropEdit(Record):
+    kind: Literal["crop"] = "crop"
+    source: str  # the prep entry
+    photo: str
+    old: list[int] | None
+    new: list[int]  # as prepared: with prep.buckets, trimmed to its bucket's ratio
+    why: str = ""
+    who: str
+    when: str
+    prepared: Photo  # the photo made again from the original with that box (image under review/crops/)
+
+
+Edit = Annotated[CaptionEdit | PhotoDecision | CropEdit, Field(discriminator="kind")]
 
 
 class ReviewEdits(Record):
@@ -70,6 +90,30 @@ class ReviewEdits(Record):
     def decisions(self) -> dict[str, PhotoDecision]:
         """prep source → the user's last decision on it."""
         return {e.source: e for e in self.edits if isinstance(e, PhotoDecision)}
+
+    def crops(self) -> dict[str, CropEdit]:
+        """photo id → the crop box the user last set."""
+        return {e.photo: e for e in self.edits if isinstance(e, CropEdit)}
+
+    def placeholders(self) -> dict[str, str]:
+        """photo id → the placeholder caption a brought-back photo started with (culled and
+        kept again since, it may still carry it)."""
+        return {e.photo: e.caption for e in self.edits if isinstance(e, PhotoDecision)
+                and e.photo and e.caption and e.caption_from == "placeholder"}
+
+
+def edited_photos(edits: ReviewEdits, photos: list[Photo]) -> list[Photo]:
+    """Prep's photos as the user left them: each photo brought back (its record from the
+    edit), each moved crop box's photo in place of prep's. A photo culled again stays listed,
+    as prep's own are: the decisions, not this list, say what trains. Idempotent."""
+    out = {p.id: p for p in photos}
+    for e in edits.edits:
+        if isinstance(e, PhotoDecision) and e.prepared is not None and e.prepared.id not in out:
+            out[e.prepared.id] = e.prepared
+    for photo_id, crop in edits.crops().items():
+        if photo_id in out:
+            out[photo_id] = crop.prepared
+    return list(out.values())
 
 
 def who() -> str:
@@ -131,17 +175,20 @@ def _write_rows(dataset: Path, rows: list[dict]) -> None:
 
 
 def apply_to_dataset(run_root: Path, edits: ReviewEdits, photos: list[Photo]) -> dict[str, int]:
-    """Lay the user's edits over ``dataset/`` (its .txt files and metadata.jsonl): their
-    captions replace the fight's, photos they culled leave it, a photo they culled and kept
-    again comes back with the caption it had. Idempotent; returns what it changed."""
+    """Lay the user's edits over ``dataset/`` (its images, .txt files and metadata.jsonl):
+    their captions replace the fight's, photos they culled leave it, a photo they culled and
+    kept again comes back with the caption it had (one prep culled, with the caption it was
+    brought back with), a moved crop box's image replaces prep's. Idempotent; returns what it
+    changed."""
     root = Path(run_root)
     dataset = root / "dataset"
     rows = dataset_rows(root)
     if not rows or not edits.edits:
-        return {"captions": 0, "culled": 0, "restored": 0}
+        return {"captions": 0, "culled": 0, "restored": 0, "cropped": 0}
+    photos = edited_photos(edits, photos)
     captions, decisions = edits.captions(), edits.decisions()
     culled = {d.photo for d in decisions.values() if d.new == "culled" and d.photo}
-    changed = {"captions": 0, "culled": 0, "restored": 0}
+    changed = {"captions": 0, "culled": 0, "restored": 0, "cropped": 0}
     kept_rows = []
     for row in rows:
         if row.get("id") in culled:
@@ -160,13 +207,21 @@ def apply_to_dataset(run_root: Path, edits: ReviewEdits, photos: list[Photo]) ->
         photo = by_id.get(decision.photo or "")
         if decision.new != "kept" or photo is None or photo.id in present:
             continue
-        caption = captions.get(photo.id) or _caption_before_cull(edits, decision.source)
+        caption = captions.get(photo.id) or _caption_before_cull(edits, decision.source) or decision.caption
         image = root / photo.image
         if not caption or not image.is_file():
-            continue  # prep never made its image (prep culled it): nothing to train on yet
-        shutil.copyfile(image, dataset / image.name)
-        kept_rows.append({"file_name": image.name, "text": caption, "id": photo.id, "source": photo.source})
+            continue  # no image to train on (a run folder copied without review/)
+        shutil.copyfile(image, dataset / _dataset_name(photo))
+        kept_rows.append({"file_name": _dataset_name(photo), "text": caption, "id": photo.id, "source": photo.source})
+        present.add(photo.id)
         changed["restored"] += 1
+    crops = edits.crops()
+    for row in kept_rows:  # a moved crop box: its image, whatever the caption stage copied from prep
+        crop = crops.get(row.get("id", ""))
+        image, there = (root / crop.prepared.image if crop else None), dataset / row["file_name"]
+        if image is not None and image.is_file() and not (there.is_file() and filecmp.cmp(image, there, shallow=False)):
+            shutil.copyfile(image, there)
+            changed["cropped"] += 1
     order = {p.id: i for i, p in enumerate(photos)}
     kept_rows.sort(key=lambda r: order.get(r.get("id", ""), len(order)))
     for row in kept_rows:  # every .txt follows its row, so a trainer reading either sees the same caption
@@ -176,6 +231,12 @@ def apply_to_dataset(run_root: Path, edits: ReviewEdits, photos: list[Photo]) ->
     if any(changed.values()):
         _write_rows(dataset, kept_rows)
     return changed
+
+
+def _dataset_name(photo: Photo) -> str:
+    """A photo's image in dataset/ is named by its id, as the caption stage names prep's
+    (a moved crop's image lives in a folder of its own under the same name)."""
+    return f"{photo.id}{Path(photo.image).suffix or '.png'}"
 
 
 def _caption_before_cull(edits: ReviewEdits, source: str) -> str | None:
@@ -192,11 +253,13 @@ def digest(run_root: Path) -> str | None:
     if not edits.edits:
         return None
     decisions = {s: d.new for s, d in edits.decisions().items()}
-    return fingerprint(sorted(edits.captions().items()), sorted(decisions.items()))
+    # Crop boxes only when there are some, so edits from before they existed keep their fingerprint.
+    crops = sorted((p, c.new) for p, c in edits.crops().items())
+    return fingerprint(sorted(edits.captions().items()), sorted(decisions.items()), *([crops] if crops else []))
 
 
 def record(run_root: Path, edits: ReviewEdits, photos: list[Photo],
-           *new: CaptionEdit | PhotoDecision) -> dict[str, int]:
+           *new: CaptionEdit | PhotoDecision | CropEdit) -> dict[str, int]:
     """Append ``new`` to the edits, save them, then bring dataset/ in line. edits.json is
     written first: should the second step be cut short, the next apply (or caption rerun)
     finishes it."""
@@ -207,3 +270,15 @@ def record(run_root: Path, edits: ReviewEdits, photos: list[Photo],
 
 def stamp() -> dict[str, str]:
     return {"who": who(), "when": now()}
+
+
+def set_aside(run_root: Path, stamp_text: str) -> Path:
+    """Move edits.json aside as review/edits-discarded-<stamp>.json (never deleted: the
+    user may want them back, by moving the file home again); returns where it went."""
+    path = Path(run_root) / EDITS
+    target = path.with_name(f"edits-discarded-{stamp_text}.json")
+    n = 2
+    while target.exists():
+        target, n = path.with_name(f"edits-discarded-{stamp_text}-{n}.json"), n + 1
+    path.replace(target)
+    return target

@@ -59,6 +59,9 @@ class PrepEntry(Record):
 class PrepReport(Record):
     entries: list[PrepEntry]
     photos: list[Photo] = Field(default_factory=list)
+    # The resolution prep framed for (prep.resolution, else the base's), so a photo prepared
+    # later (clood review) is made at the same size without loading the base; None in older reports.
+    resolution: int | None = None
 
 
 # --- captioning and fights ------------------------------------------------

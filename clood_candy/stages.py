@@ -4,14 +4,15 @@ sampler, reporter, upscaler."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from clood_candy.errors import UserError
 from clood_candy.plan.records import DeviceInfo, ModelSize, SourceSurvey, TrainingDefaults
-from clood_candy.records import PrepReport, SampleSet, TrainConfig, TrainOutcome, TrainSet
+from clood_candy.records import Photo, PrepReport, SampleSet, TrainConfig, TrainOutcome, TrainSet
 
 if TYPE_CHECKING:
     from clood_candy.config import CloodConfig, PrepSettings
@@ -27,6 +28,19 @@ class Preparer(ABC):
     @abstractmethod
     def prepare(self, source: Path, out_dir: Path, settings: "PrepSettings", ctx: "StageContext") -> PrepReport:
         """Give every input file a verdict; write kept photos as square PNGs under out_dir."""
+
+    def prepare_one(self, source: Path, rel: str, out_dir: Path, settings: "PrepSettings", ctx: "StageContext", *,
+                    resolution: int, photo_id: str | None = None, taken: Collection[str] = (),
+                    box: list[int] | None = None) -> tuple[Photo, str]:
+        """The file ``rel`` of ``source`` (as the report names it) prepared now as ``prepare``
+        would have made it at ``resolution``, whatever its verdict, written as
+        ``out_dir/<id>.png``: the id is ``photo_id``, else the one prepare would give it, apart
+        from ``taken``. With ``box`` ([x0, y0, x1, y1] in the upright original) that crop
+        instead of the preparer's own. ``clood review`` asks this to bring back a photo prep
+        culled and to move a crop box. Returns the photo's record and one line of what prep
+        found (the reasons it would cull it, its framing); raises UserError, saying why, when
+        it cannot. The default cannot prepare one photo alone."""
+        raise UserError(f"the {self.name or type(self).__name__} preparer cannot prepare one photo on its own")
 
     def check_source(self, source: Path) -> str | None:
         """Why ``source`` cannot give a single photo, told from names alone (no file opened,

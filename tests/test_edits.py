@@ -61,7 +61,7 @@ def test_a_cull_and_a_keep_again(run):
     assert [r["id"] for r in edits.dataset_rows(run.run.root)] == ["p0", "p1", "p2", "p3"]  # back in its place
     # Applying again changes nothing: the edits are a state, not a queue.
     assert edits.apply_to_dataset(run.run.root, edits.load(run.run.root), photos(run)) == \
-        {"captions": 0, "culled": 0, "restored": 0}
+        {"captions": 0, "culled": 0, "restored": 0, "cropped": 0}
 
 
 def test_training_depends_on_the_edits_and_only_when_there_are_some(run):

@@ -176,7 +176,9 @@ def test_find_and_replace_text_and_refuses_a_bad_result_whole(run):
 def test_keep_a_culled_photo_and_cull_a_kept_one_are_recorded(run):
     http = client(run.run.root)
     reply = http.post("/photos/4", data={"token": TOKEN, "decision": "kept", "why": "sharp enough for me"})
-    assert reply.status_code == 303 and "not in the training set yet" in reply.headers["location"].replace("+", " ")
+    note = urllib.parse.unquote_plus(reply.headers["location"])
+    assert reply.status_code == 303 and "Prepared now as prep would have" in note and "needs a caption" in note
+    assert caption_of(run, "blurry") == "jlybn, jellybean"  # prep culled it: prepared now, with the placeholder
     decision = edits.load(run.run.root).edits[-1]
     assert (decision.source, decision.old, decision.new, decision.why) == ("blurry.jpg", "culled", "kept",
                                                                            "sharp enough for me")

@@ -1,5 +1,6 @@
 """``clood review`` as the photographer uses it: a real server, headless Chromium, a caption
-edited by typing, a tag renamed across the set, a culled photo kept, a vote in the pick fight;
+edited by typing, a tag renamed across the set, a culled photo kept (and one prep culled brought
+back, its crop box moved), a vote in the pick fight;
 after a reload the page and the run folder say the same, and nothing was fetched from
 anywhere but the server."""
 
@@ -9,7 +10,7 @@ import time
 
 import pytest
 from support.browser import CHROMIUM_FLAGS, chromium
-from support.review import Served, caption_of, review_run
+from support.review import Served, caption_of, prepped_run, review_run
 
 from clood_candy import edits
 
@@ -88,6 +89,50 @@ def test_edit_a_caption_in_the_browser(make_ctx, tmp_path):
     assert {r["id"]: r["text"] for r in edits.dataset_rows(ctx.run.root)}["p0"] == typed
     assert images == [] and not errors, (images, errors)
     assert all(url.startswith(f"http://127.0.0.1:{served.port}/") for url in requests), requests
+
+
+@pytest.mark.slow
+def test_bring_back_a_culled_photo_and_move_its_crop_in_the_browser(make_ctx, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = chromium()
+    ctx, _ = prepped_run(make_ctx, tmp_path)
+
+    with Served(ctx.run.root) as served, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=executable,
+                                                        headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(served.url.replace("/?", "/photos?"), wait_until="load")
+            card = page.locator("[data-source='blurry.jpg']")
+            card.locator("form.decide input[name=why]").fill("the only soft one I like")
+            card.locator("form.decide button").click()
+            page.wait_for_url("**/photos?*")
+            assert "Prepared now as prep would have" in page.locator("#note").inner_text()
+            card = page.locator("[data-source='blurry.jpg']")
+            assert "brought back" in card.inner_text()
+
+            card.locator("details.crop summary").click()
+            for key, value in zip(("x0", "y0", "x1", "y1"), ("60", "0", "240", "180"), strict=True):
+                card.locator(f"form.crop input[name={key}]").fill(value)
+            card.locator("form.crop button").click()
+            page.wait_for_url("**/photos?*")
+            assert "crop box moved to 60, 0, 240, 180" in page.locator("#note").inner_text()
+            page.reload(wait_until="load")
+            assert "crop box 60, 0, 240, 180" in page.locator("[data-source='blurry.jpg']").inner_text()
+            photos_broken = broken_images(page)
+
+            page.goto(served.url.replace("/?", "/captions?") + "&filter=needs", wait_until="load")
+            assert "needs a caption" in page.locator("#photo-blurry").inner_text()
+            captions_broken = broken_images(page)
+        finally:
+            browser.close()
+
+    assert ctx.run.path("dataset", "blurry.png").is_file() and caption_of(ctx, "blurry") == "jlybn, jellybean"
+    assert edits.load(ctx.run.root).edits[-1].new == [60, 0, 240, 180]
+    assert photos_broken == [] and captions_broken == [] and not errors, (photos_broken, captions_broken, errors)
 
 
 @pytest.mark.slow

@@ -118,7 +118,8 @@ def _keep_hand_edits(ctx: StageContext, photos: list[Photo]) -> dict[str, int]:
     done = edits.apply_to_dataset(ctx.run.root, edits.load(ctx.run.root), photos)
     if any(done.values()):
         ctx.progress.say(f"  kept your hand edits ({edits.EDITS}): {done['captions']} caption(s), "
-                         f"{done['culled']} photo(s) culled, {done['restored']} brought back")
+                         f"{done['culled']} photo(s) culled, {done['restored']} brought back, "
+                         f"{done['cropped']} crop box(es) moved")
     return done
 
 

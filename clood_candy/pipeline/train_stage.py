@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from clood_candy import fsutil
+from clood_candy import edits, fsutil
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.pick.fight import pick_lora, record, ship
@@ -70,11 +70,14 @@ def _held_out(items: list[TrainItem], seed: int, split: float, by_concept: bool)
 
 
 def _prepared_photos(ctx: StageContext) -> dict[str, Photo]:
-    """The prep report's kept photos by id (a dataset brought without one has none)."""
+    """The prep report's kept photos by id (a dataset brought without one has none), as the
+    user left them in clood review: a photo brought back or a crop box moved trains with its
+    own crop box and original size (SDXL's crop conditioning reads them)."""
     path = ctx.run.path("prep", "report.json")
     if not path.is_file():
         return {}
-    return {p.id: p for p in PrepReport.model_validate(fsutil.read_json(path)).photos}
+    photos = PrepReport.model_validate(fsutil.read_json(path)).photos
+    return {p.id: p for p in edits.edited_photos(edits.load(ctx.run.root), photos)}
 
 
 def _item(image: Path, caption: str, photo: Photo | None) -> TrainItem:

@@ -159,3 +159,44 @@ def resample(image: Image.Image, box: list[int], scale: float, out_size: tuple[i
     scaled = tuple(v * scale for v in box)
     scaled = (max(0.0, scaled[0]), max(0.0, scaled[1]), min(float(image.width), scaled[2]), min(float(image.height), scaled[3]))
     return image.resize(out_size, Image.Resampling.LANCZOS, box=scaled, reducing_gap=3.0)
+
+
+def check_box(size: tuple[int, int], box: list[int], resolution: int, buckets: bool,
+              min_side_ratio: float) -> str | None:
+    """Why a crop box given by hand (clood review) cannot be prepared, or None: it must lie
+    inside the upright photo, be square unless prep.buckets (every photo then trains as a
+    square), and be no smaller than prep accepts a photo (prep.min_side_ratio × the
+    resolution, or the photo's short side when that is smaller: it is all there is)."""
+    width, height = size
+    if len(box) != 4:
+        return "a crop box is four numbers: x0, y0, x1, y1"
+    x0, y0, x1, y1 = box
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        return (f"the crop box {x0}, {y0}, {x1}, {y1} is not inside the {width}x{height} photo "
+                f"(0 ≤ x0 < x1 ≤ {width} and 0 ≤ y0 < y1 ≤ {height}, in pixels of the upright original)")
+    w, h = x1 - x0, y1 - y0
+    if not buckets and w != h:
+        return f"the crop box is {w}x{h}: it must be square, since prep.buckets is off and every photo trains square"
+    need = max(8, min(math.ceil(min_side_ratio * resolution), width, height))
+    if min(w, h) < need:
+        return (f"the crop box is {w}x{h}: its short side must be at least {need} px (prep.min_side_ratio "
+                f"{min_side_ratio} × resolution {resolution}); a smaller crop would only be blown up")
+    return None
+
+
+def given_box(size: tuple[int, int], box: list[int], resolution: int, buckets: bool) -> Framing:
+    """A hand-set crop box (checked by :func:`check_box`) as prep frames it: the square at the
+    resolution, or with buckets its nearest bucket, the box trimmed about its centre to that
+    bucket's exact ratio (as :func:`bucket_crop` trims the whole frame) so nothing is stretched."""
+    x0, y0, x1, y1 = box
+    if not buckets:
+        return Framing(list(box), (resolution, resolution), "your crop box")
+    bw, bh = nearest_bucket((x1 - x0, y1 - y0), resolution)
+    aspect = bw / bh
+    w, h = x1 - x0, y1 - y0
+    tw, th = (min(w, round(h * aspect)), h) if w / h > aspect else (w, min(h, round(w / aspect)))
+    tx, ty = x0 + (w - tw) // 2, y0 + (h - th) // 2
+    trimmed = [tx, ty, tx + tw, ty + th]
+    note = f"your crop box, bucket {bw}x{bh}" + ("" if trimmed == list(box) else
+                                                  f" (trimmed to its ratio: {', '.join(map(str, trimmed))})")
+    return Framing(trimmed, (bw, bh), note)

@@ -9,10 +9,11 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from PIL import Image
@@ -24,7 +25,7 @@ from clood_candy.records import Photo, PrepEntry, PrepReport, Upscaled
 from clood_candy.stages import Preparer, Upscaler
 from clood_candy_plugins.prep import dedup, framing
 from clood_candy_plugins.prep.decode import open_photo
-from clood_candy_plugins.prep.sources import Listing, list_source, unique_ids, why_no_images
+from clood_candy_plugins.prep.sources import Listing, list_source, locate, read_labels, unique_ids, why_no_images
 from clood_candy_plugins.prep.worker import PNG_LEVEL, Job, Result, analyse
 
 if TYPE_CHECKING:
@@ -110,7 +111,44 @@ class DefaultPreparer(Preparer):
         duplicates = mark_duplicates([results[j.index] for j in jobs], settings.duplicate_distance)
         if upscaler is not None:
             _enlarge(jobs, results, upscaler, settings.keep_all, ctx)
-        return _report(listing, jobs, results, duplicates, ids, images, settings.keep_all, ctx)
+        report = _report(listing, jobs, results, duplicates, ids, images, settings.keep_all, ctx)
+        report.resolution = resolution
+        return report
+
+    def prepare_one(self, source: Path, rel: str, out_dir: Path, settings: "PrepSettings", ctx: "StageContext", *,
+                    resolution: int, photo_id: str | None = None, taken: Collection[str] = (),
+                    box: list[int] | None = None) -> tuple[Photo, str]:
+        """One photo through the same worker as ``prepare`` (decode, subject, framing,
+        measures, the PNG) and the same upscaler step, kept whatever prep would say of it
+        (as with prep.keep_all). The PNG is made in a scratch folder and moved into
+        ``out_dir`` only once it is whole, so a refusal leaves nothing behind."""
+        source = Path(source).expanduser()
+        original = locate(source, rel, ctx.run.path("prep", "source"))
+        if original is None:
+            raise UserError(f"the original of {rel} is not in {source} any more")
+        photo_id = photo_id or unique_ids([rel], taken)[rel]
+        upscaler: Upscaler | None = ctx.registry.get("upscaler", settings.upscaler) if settings.upscaler else None
+        with tempfile.TemporaryDirectory(dir=ctx.run.root, prefix=".prepare-") as scratch:
+            job = Job(index=0, rel=rel, path=str(original), out_path=str(Path(scratch) / f"{photo_id}.png"),
+                      resolution=resolution, crop=settings.crop, target_fill=settings.target_fill,
+                      buckets=settings.buckets, min_sharpness=settings.min_sharpness,
+                      max_clipped=settings.max_clipped, min_side_ratio=settings.min_side_ratio, keep_all=True,
+                      max_pixels=settings.max_pixels, upscaler=upscaler is not None, box=box)
+            result = analyse(job)
+            if result.failed is None and upscaler is not None:
+                _enlarge([job], {0: result}, upscaler, True, ctx)
+            if result.failed is not None or not result.written:
+                raise UserError(result.failed or "prep wrote no image for it")
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            png = Path(out_dir) / f"{photo_id}.png"
+            os.replace(job.out_path, png)
+        # Where list_source reads labels.json: the folder, or the unpacked zip; a single file has none.
+        zipped = source.is_file() and source.suffix.lower() == ".zip"
+        labels = {} if source.is_file() and not zipped else read_labels(ctx.run.path("prep", "source") if zipped
+                                                                         else source)
+        photo = photo_record(photo_id, rel, ctx.run.rel(png), original, result, labels.get(rel))
+        said = "; ".join([*result.culls, *(n for n in result.notes if n)])
+        return photo, said
 
 
 def mark_duplicates(results: list[Result], max_distance: float) -> dict[int, str]:
@@ -246,12 +284,18 @@ def _report(listing: Listing, jobs: list[Job], results: dict[int, Result], dupli
         upscaled = Upscaled(**result.upscaled) if result.upscaled else None
         entries.append(PrepEntry(source=found.rel, status="kept", reason=reason, crop_box=result.box, output=image,
                                  duplicate_of=duplicates.get(job.index), metrics=result.metrics, upscaled=upscaled))
-        photos.append(Photo(id=ids[found.rel], source=found.rel, image=image, original=os.path.abspath(found.path),
-                            width=result.out_size[0], height=result.out_size[1], crop_box=result.box,
-                            original_size=result.size, exif=result.exif,
-                            folders=found.folders, metrics=result.metrics, labels=listing.labels.get(found.rel),
-                            upscaled=upscaled))
+        photos.append(photo_record(ids[found.rel], found.rel, image, found.path, result, listing.labels.get(found.rel)))
     return PrepReport(entries=entries, photos=photos)
+
+
+def photo_record(photo_id: str, rel: str, image: str, original: Path, result: Result,
+                 labels: dict | None) -> Photo:
+    """The record of a kept photo: what captioners, judges and the trainer read of it."""
+    upscaled = Upscaled(**result.upscaled) if result.upscaled else None
+    return Photo(id=photo_id, source=rel, image=image, original=os.path.abspath(original),
+                 width=result.out_size[0], height=result.out_size[1], crop_box=result.box,
+                 original_size=result.size, exif=result.exif, folders=list(PurePosixPath(rel).parts[:-1]),
+                 metrics=result.metrics, labels=labels, upscaled=upscaled)
 
 
 @hookimpl

@@ -11,6 +11,7 @@ import shutil
 import stat
 import unicodedata
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -200,6 +201,20 @@ def list_source(source: Path, unpack_dir: Path) -> Listing:
     return Listing(files, read_labels(source), source)
 
 
+def locate(source: Path, rel: str, unpack_dir: Path) -> Path | None:
+    """Where ``list_source`` read the file it listed as ``rel`` (a .zip: unpacked into
+    ``unpack_dir``), or None when it is not there; never a path outside the source."""
+    source = Path(source).expanduser()
+    if source.is_file() and source.suffix.lower() != ".zip":
+        return source if rel == source.name else None
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or ".." in parts:
+        return None  # what a hand-edited report.json might say; prep never lists such a path
+    # Not resolved: prep read through the folder's symlinks, and so does this.
+    path = (unpack_dir if source.is_file() else source).joinpath(*parts)
+    return path if path.is_file() else None
+
+
 def why_no_images(source: Path) -> str | None:
     """Why ``source`` holds nothing prep would try as a photo (no file with an image
     extension), or None. Names only: nothing is decoded, a zip only has its directory read."""
@@ -236,10 +251,11 @@ def slug(rel: str) -> str:
     return text[:120]
 
 
-def unique_ids(rels: list[str]) -> dict[str, str]:
-    """A slug per path, unique even on case-insensitive file systems."""
+def unique_ids(rels: list[str], taken_ids: Iterable[str] = ()) -> dict[str, str]:
+    """A slug per path, unique even on case-insensitive file systems (and apart from
+    ``taken_ids``: a photo prepared later must not take a kept photo's name)."""
     ids: dict[str, str] = {}
-    taken: set[str] = set()
+    taken = {t.lower() for t in taken_ids}
     for rel in rels:
         base = slug(rel)
         candidate, n = base, 2

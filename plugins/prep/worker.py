@@ -39,6 +39,7 @@ class Job:
     keep_all: bool = False
     max_pixels: int = 178_956_970
     upscaler: bool = False  # an upscaler plugin will enlarge the photos smaller than their output
+    box: list[int] | None = None  # a crop box set by hand (clood review) instead of prep's own
 
 
 @dataclass
@@ -166,7 +167,13 @@ def _analyse(job: Job, result: Result) -> None:
     rgb = np.asarray(analysis)
     subject = find_subject(rgb)  # also for centre crops: exposure is judged on the subject
     pieces = _subject_pieces(subject, opened.size, analysis.size) if subject.found else []
-    frame = _frame(job, opened.size, pieces, subject)
+    if job.box is not None:
+        problem = framing.check_box(opened.size, job.box, res, job.buckets, job.min_side_ratio)
+        if problem:
+            raise PhotoError(problem)
+        frame = framing.given_box(opened.size, job.box, res, job.buckets)
+    else:
+        frame = _frame(job, opened.size, pieces, subject)
     result.box, result.out_size = frame.box, frame.out_size
     result.notes.append(frame.note)
     if subject.found:

@@ -171,12 +171,23 @@ def _by_hand(run: RunData) -> str:
                          f'<span class="caption">{esc(e.old)}</span> → '
                          f'<span class="caption"><b>{esc(e.new)}</b></span>',
                          f"{esc(e.who)}, {esc(e.when)}"])
+        elif isinstance(e, edits.CropEdit):
+            old = ", ".join(map(str, e.old)) if e.old else "none"
+            rows.append([esc(e.source), f"crop box {esc(old)} → <b>{esc(', '.join(map(str, e.new)))}</b>",
+                         esc(e.why) or "<i>no reason given</i>", f"{esc(e.who)}, {esc(e.when)}"])
         else:
-            rows.append([esc(e.source), f"{esc(e.old)} → <b>{esc(e.new)}</b>", esc(e.why) or "<i>no reason given</i>",
-                         f"{esc(e.who)}, {esc(e.when)}"])
+            how = ""
+            if e.prepared is not None:  # prep culled it: clood review prepared it when the user kept it
+                how = " (prepared by clood review" + (", placeholder caption)" if e.caption_from == "placeholder"
+                                                      else ")")
+            rows.append([esc(e.source), f"{esc(e.old)} → <b>{esc(e.new)}</b>{esc(how)}",
+                         esc(e.why) or "<i>no reason given</i>", f"{esc(e.who)}, {esc(e.when)}"])
     captions = sum(isinstance(e, edits.CaptionEdit) for e in found)
-    out = [f"<h3>Changed by hand</h3><p>{plural(captions, 'caption edit')} and "
-           f"{plural(len(found) - captions, 'photo decision')} made in <span class=\"code\">clood review</span>, "
+    crops = sum(isinstance(e, edits.CropEdit) for e in found)
+    kinds = [plural(captions, "caption edit"), plural(len(found) - captions - crops, "photo decision")]
+    kinds += [plural(crops, "crop box moved", "crop boxes moved")] if crops else []
+    out = [f"<h3>Changed by hand</h3><p>{', '.join(kinds[:-1])} and {kinds[-1]} made in "
+           f"<span class=\"code\">clood review</span>, "
            f"kept in {esc(edits.EDITS)}; the training set has them, and a rerun of the caption stage keeps them.</p>"]
     headers = ["photo", "change", "what", "who, when"]
     out.append(table(headers, rows[:SHOWN_EDITS]))

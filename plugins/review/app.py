@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -33,7 +34,8 @@ from clood_candy_plugins.review.desk import Conflict, Desk, Refused
 
 MAX_BODY = 256 * 1024  # a 5,000-character caption in any script fits many times over
 TEMPLATES = Path(__file__).parent / "templates"
-FILTERS = {"all": "every photo", "disputed": "judges disagreed or the margin was small", "edited": "edited by you"}
+FILTERS = {"all": "every photo", "disputed": "judges disagreed or the margin was small", "edited": "edited by you",
+           "needs": "needs a caption"}
 
 
 def csp(nonce: str) -> str:
@@ -179,13 +181,35 @@ def make_app(run_dir: Path, token: str, port: int, on_train: Callable[[], None] 
             return forbidden(request)
         index = int(request.path_params["index"])
         try:
-            decision = desk.decide(index, fields.get("decision", ""), fields.get("why", ""))
+            # On a worker thread: preparing a photo (a large original, an upscaler) must not stall other requests.
+            decision, said = await run_in_threadpool(desk.decide, index, fields.get("decision", ""),
+                                                     fields.get("why", ""))
         except Refused as exc:
             return message(request, "Not changed", str(exc), exc.status, back=where("/photos"))
         done = f"{decision.source}: {decision.new} by you."
-        if decision.new == "kept" and decision.old == "culled" and not views.sheet(root)[index].in_dataset:
-            done += (" Recorded, but prep made no training image for it, so it is not in the training set yet: "
-                     "bringing back a photo prep culled comes in a later version of clood review.")
+        if decision.prepared is not None:
+            done += f" Prepared now as prep would have ({said})"
+            if not views.sheet(root)[index].in_dataset:
+                done += "; it joins the training set when the caption stage writes dataset/."
+            elif decision.caption_from == "placeholder":
+                done += (f", and in the training set with the placeholder caption “{decision.caption}”: it needs a "
+                         "caption, write one on the Captions page (filter: needs a caption).")
+            else:
+                done += ", and in the training set with the caption fight's caption for it."
+        return RedirectResponse(where("/photos", note=done) + f"#entry-{index}", status_code=303)
+
+    async def crop(request: Request) -> Response:
+        fields = await form(request)
+        if fields is None:
+            return forbidden(request)
+        index = int(request.path_params["index"])
+        try:
+            change, said = await run_in_threadpool(desk.move_crop, index, fields, fields.get("why", ""))
+        except Refused as exc:
+            return message(request, "Crop box not moved", str(exc), exc.status,
+                           back=where("/photos") + f"#entry-{index}")
+        done = (f"{change.source}: crop box moved to {', '.join(map(str, change.new))} by you; its training image "
+                f"was made again from the original ({said}).")
         return RedirectResponse(where("/photos", note=done) + f"#entry-{index}", status_code=303)
 
     async def captions_page(request: Request) -> Response:
@@ -196,12 +220,13 @@ def make_app(run_dir: Path, token: str, port: int, on_train: Callable[[], None] 
         chosen = request.query_params.get("filter", "all")
         chosen = chosen if chosen in FILTERS else "all"
         shown = [c for c in cards if chosen == "all" or (chosen == "disputed" and c.disputed)
-                 or (chosen == "edited" and c.history)]
+                 or (chosen == "edited" and c.history) or (chosen == "needs" and c.needs_caption)]
         if chosen == "disputed":  # the closest calls first
             shown.sort(key=lambda c: (c.margin if c.margin is not None else 0.0, not c.disagreed))
         fight = views.read_record(root / "caption" / "fight.json", FightResult)
         return page(request, "captions.html", cards=shown, total=len(cards), filters=FILTERS, chosen=chosen,
-                    disputed=sum(c.disputed for c in cards), winner=fight.winner if fight else None,
+                    disputed=sum(c.disputed for c in cards), needing=sum(c.needs_caption for c in cards),
+                    winner=fight.winner if fight else None,
                     note=request.query_params.get("note", ""), close_margin=views.CLOSE_MARGIN,
                     waiting=on_train is not None)
 
@@ -294,6 +319,7 @@ def make_app(run_dir: Path, token: str, port: int, on_train: Callable[[], None] 
         Route("/favicon.ico", lambda request: Response(status_code=204)),  # no icon: no console error
         Route("/photos", photos_page),
         Route("/photos/{index:int}", decide, methods=["POST"]),
+        Route("/photos/{index:int}/crop", crop, methods=["POST"]),
         Route("/captions", captions_page),
         Route("/captions/bulk", bulk, methods=["POST"]),
         Route("/captions/{photo}", save_caption, methods=["POST"]),

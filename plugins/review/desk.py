@@ -1,24 +1,28 @@
 """The changes a review page can make, each checked whole before anything is written: a
-caption edit, a bulk find-and-replace or tag rename, a photo kept or culled. Every change
-goes to RUN/review/edits.json first, then into dataset/ (clood_candy.edits). A vote in the
-pick fight goes where ``clood pick`` puts it (train/pick/votes.json, train/fight.json)."""
+caption edit, a bulk find-and-replace or tag rename, a photo kept or culled (one prep culled
+is prepared now, as prep would have), a crop box moved. Every change goes to
+RUN/review/edits.json first, then into dataset/ (clood_candy.edits). A vote in the pick fight
+goes where ``clood pick`` puts it (train/pick/votes.json, train/fight.json)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from clood_candy import edits
 from clood_candy.cli import open_run
-from clood_candy.edits import CaptionEdit, CaptionRefused, PhotoDecision
+from clood_candy.context import StageContext
+from clood_candy.edits import CaptionEdit, CaptionRefused, CropEdit, PhotoDecision
 from clood_candy.errors import UserError
 from clood_candy.pick.fight import vote
 from clood_candy.plugins import load_plugins
-from clood_candy.records import PickResult
-from clood_candy_plugins.review import views
+from clood_candy.records import Photo, PickResult
+from clood_candy_plugins.review import reprep, views
 
 MAX_WHY_CHARS = 500
+BOX_FIELDS = ("x0", "y0", "x1", "y1")
 
 
 class Refused(ValueError):
@@ -51,6 +55,19 @@ def one_line(text: str, what: str, refusal: str) -> str:
         raise Refused(f"{refusal}: {what} holds {char} at character {bad.start() + 1}; "
                       "it must be one line of plain text.")
     return text
+
+
+def parse_box(fields: dict[str, str]) -> list[int]:
+    """x0, y0, x1, y1 from the form as whole pixels, or Refused (where it lies is the
+    preparer's to check: it knows the photo's size and its own rules)."""
+    box = []
+    for key in BOX_FIELDS:
+        text = fields.get(key, "").strip()
+        if not re.fullmatch(r"-?[0-9]{1,6}", text):
+            raise Refused(f"Crop box not moved: {key} must be a whole number of pixels, not “{text[:20]}”. "
+                          "Nothing was changed.")
+        box.append(int(text))
+    return box
 
 
 def replace_text(caption: str, find: str, replacement: str) -> str:
@@ -95,7 +112,7 @@ class Desk:
             if edits.version(row["text"]) != seen_version:
                 raise Conflict(photo=photo, current=row["text"], version=edits.version(row["text"]), yours=new)
             if new == row["text"]:
-                return {"captions": 0, "culled": 0, "restored": 0}
+                return {"captions": 0, "culled": 0, "restored": 0, "cropped": 0}
             change = CaptionEdit(photo=photo, file=row["file_name"], old=row["text"], new=new, **edits.stamp())
             return edits.record(self.root, edits.load(self.root), views.photos(self.root), change)
 
@@ -129,28 +146,66 @@ class Desk:
                 edits.record(self.root, edits.load(self.root), views.photos(self.root), *changes)
             return len(changes)
 
-    def decide(self, index: int, new: str, why: str) -> PhotoDecision:
-        """Keep a culled photo or cull a kept one, with the user's reason."""
+    def decide(self, index: int, new: str, why: str) -> tuple[PhotoDecision, str]:
+        """Keep a culled photo or cull a kept one, with the user's reason. A photo prep culled
+        has no training image: keeping it prepares it now, as prep would have (refused, and
+        nothing written, when it cannot be). Returns the decision and prep's line on the photo."""
         if new not in ("kept", "culled"):
             raise Refused("Not changed: keep or cull.")
         why = " ".join(why.split())
         if len(why) > MAX_WHY_CHARS:
             raise Refused(f"Not changed: the reason is longer than {MAX_WHY_CHARS} characters.")
         with self.lock:
-            entries = views.sheet(self.root)
-            if not 0 <= index < len(entries):
-                raise Refused("Not changed: no such photo in prep/report.json.", 404)
-            entry = entries[index]
+            entry = self._entry(index)
             if entry.prep_status == "failed":
                 raise Refused(f"Not changed: prep could not read {entry.source} ({entry.reason}).")
             if entry.status == new:
                 raise Refused(f"Not changed: {entry.source} is already {new}.", 409)
             row = self._rows().get(entry.photo or "")
-            decision = PhotoDecision(source=entry.source, photo=entry.photo, old=entry.status, new=new,  # type: ignore[arg-type]
-                                     why=why, caption=row["text"] if row and new == "culled" else None,
-                                     **edits.stamp())
+            prepared, said, caption, came_from = None, "", row["text"] if row and new == "culled" else None, None
+            if new == "kept" and entry.photo is None:  # prep culled it: no photo yet, nor from an earlier keep
+                prepared, said, ctx = self._prepare(entry.source, self.root / reprep.PREPARED, "Not brought back")
+                caption, came_from = reprep.starting_caption(ctx, prepared)
+            decision = PhotoDecision(source=entry.source, photo=entry.photo or (prepared.id if prepared else None),
+                                     old=entry.status, new=new, why=why, caption=caption,  # type: ignore[arg-type]
+                                     prepared=prepared, caption_from=came_from, **edits.stamp())
             edits.record(self.root, edits.load(self.root), views.photos(self.root), decision)
-            return decision
+            return decision, said
+
+    def move_crop(self, index: int, fields: dict[str, str], why: str) -> tuple[CropEdit, str]:
+        """Set a kept photo's crop box by hand: its training image is made again from the
+        original with that box, by the run's preparer (which refuses a box outside the photo,
+        not square without prep.buckets, or smaller than it accepts)."""
+        why = one_line(why, "your reason", "Crop box not moved")
+        box = parse_box(fields)
+        with self.lock:
+            entry = self._entry(index)
+            if entry.status != "kept" or entry.photo is None:
+                raise Refused(f"Crop box not moved: {entry.source} is {entry.status}; keep it first (only a kept "
+                              "photo's crop trains). Nothing was changed.", 409)
+            if box == entry.crop_box:
+                raise Refused(f"Crop box not moved: {', '.join(map(str, box))} is its crop box already.", 409)
+            folder = self.root / reprep.CROPS / "-".join(map(str, box))
+            prepared, said, _ = self._prepare(entry.source, folder, "Crop box not moved", photo_id=entry.photo, box=box)
+            assert prepared.crop_box is not None  # the preparer framed it with this box
+            change = CropEdit(source=entry.source, photo=entry.photo, old=entry.crop_box, new=prepared.crop_box,
+                              why=why, prepared=prepared, **edits.stamp())
+            edits.record(self.root, edits.load(self.root), views.photos(self.root), change)
+            return change, said
+
+    def _entry(self, index: int) -> views.SheetEntry:
+        entries = views.sheet(self.root)
+        if not 0 <= index < len(entries):
+            raise Refused("Not changed: no such photo in prep/report.json.", 404)
+        return entries[index]
+
+    def _prepare(self, source: str, out_dir: Path, refusal: str, **how) -> tuple[Photo, str, StageContext]:
+        try:
+            ctx = reprep.open_ctx(self.root)
+            return (*reprep.prepare(ctx, source, out_dir, **how), ctx)
+        except UserError as exc:  # unreadable, gone, a bad box: what the preparer said, on one line
+            said = " ".join(str(exc).split()).rstrip(".")
+            raise Refused(f"{refusal}: {source}: {said}. Nothing was changed.") from None
 
     def vote(self, candidate: str, why: str) -> PickResult:
         """The person's pick, exactly as ``clood pick RUN CANDIDATE --why`` records it: the

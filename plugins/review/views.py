@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from clood_candy import edits, fsutil
 from clood_candy.captions.tokens import CLIP_WINDOW, approx_tokens, overflow
-from clood_candy.edits import CaptionEdit, PhotoDecision
+from clood_candy.edits import CaptionEdit, CropEdit, PhotoDecision
 from clood_candy.records import FightResult, JudgeVerdict, Photo, PrepReport, Score
 
 ROTATING = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -31,18 +31,22 @@ class SheetEntry:
     prep_status: str  # what prep decided
     status: str  # after the user's decision, if any
     reason: str
-    crop_box: list[int] | None
+    crop_box: list[int] | None  # the one that trains: the user's when they moved it
     photo: str | None
     decision: PhotoDecision | None
     in_dataset: bool
+    crop: CropEdit | None = None  # the user's last crop box, if any
+    original_size: tuple[int, int] | None = None
+    brought_back: bool = False  # prep culled it; the user kept it and it was prepared then
 
 
 def sheet(root: Path) -> list[SheetEntry]:
     report = read_record(root / "prep" / "report.json", PrepReport)
     if report is None:
         return []
-    by_source = {p.source: p.id for p in report.photos}
-    decisions = edits.load(root).decisions()
+    made = edits.load(root)
+    by_source = {p.source: p for p in edits.edited_photos(made, report.photos)}
+    decisions, crops = made.decisions(), made.crops()
     present = {r.get("id") for r in edits.dataset_rows(root)}
     out = []
     for i, entry in enumerate(report.entries):
@@ -50,13 +54,18 @@ def sheet(root: Path) -> list[SheetEntry]:
         photo = by_source.get(entry.source)
         out.append(SheetEntry(index=i, source=entry.source, prep_status=entry.status,
                               status=decision.new if decision else entry.status, reason=entry.reason,
-                              crop_box=entry.crop_box, photo=photo, decision=decision, in_dataset=photo in present))
+                              crop_box=photo.crop_box if photo else entry.crop_box, photo=photo.id if photo else None,
+                              decision=decision, in_dataset=photo is not None and photo.id in present,
+                              crop=crops.get(photo.id) if photo else None,
+                              original_size=photo.original_size if photo else None,
+                              brought_back=photo is not None and entry.status != "kept"))
     return out
 
 
 def photos(root: Path) -> list[Photo]:
+    """Prep's photos as the user left them (brought back, crop boxes moved)."""
     report = read_record(root / "prep" / "report.json", PrepReport)
-    return report.photos if report else []
+    return edits.edited_photos(edits.load(root), report.photos) if report else []
 
 
 # --- thumbnails -------------------------------------------------------------
@@ -125,6 +134,7 @@ class CaptionCard:
     flipped: bool = False
     margin: float | None = None
     history: list[CaptionEdit] = field(default_factory=list)
+    needs_caption: bool = False  # brought back with the placeholder, not yet written by the user
 
     @property
     def close(self) -> bool:
@@ -170,9 +180,11 @@ def disagreement(verdicts: list[JudgeVerdict]) -> bool:
 def cards(root: Path, config_merge: bool = False) -> list[CaptionCard]:
     fight = read_record(root / "caption" / "fight.json", FightResult)
     history: dict[str, list[CaptionEdit]] = {}
-    for e in edits.load(root).edits:
+    made = edits.load(root)
+    for e in made.edits:
         if isinstance(e, CaptionEdit):
             history.setdefault(e.photo, []).append(e)
+    placeholders = made.placeholders()
     finals = {}
     if fight is not None:
         for fighter in fight.fighters:
@@ -183,7 +195,8 @@ def cards(root: Path, config_merge: bool = False) -> list[CaptionCard]:
     for row in edits.dataset_rows(root):
         text, photo, file = row["text"], str(row.get("id", "")), str(row["file_name"])
         card = CaptionCard(photo=photo, file=file, text=text, version=edits.version(text),
-                           history=history.get(photo, []), **_counted(text))
+                           history=history.get(photo, []), needs_caption=placeholders.get(photo) == text,
+                           **_counted(text))
         if fight is not None and photo in fight.items:
             _fill_fight(card, fight, finals, config_merge)
         out.append(card)

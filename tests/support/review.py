@@ -1,5 +1,6 @@
 """A run folder ready for ``clood review``, made in about a second: a prep report by hand (kept,
-culled and failed photos, originals on disk) and the real caption stage on scripted
+culled and failed photos, originals on disk), or the real preparer on drawn photos
+(``prepped_run``), and the real caption stage on scripted
 captioners and judges, so fight.json and dataset/ are what the pipeline writes; on top of it,
 if asked, a pick fight decided by the real panel on scripted scores. Plus a real uvicorn
 server on a free port for the tests that go through a socket or a browser."""
@@ -90,6 +91,35 @@ def review_run(make_ctx, tmp_path: Path):
     fsutil.write_json(ctx.run.path("prep", "report.json"), PrepReport(entries=entries, photos=photos))
     ctx.run.state.source = str(source)
     ctx.run.save()
+    for kind, plugin in (("captioner", Tagger()), ("captioner", Plain()), ("judge", Wordy()), ("judge", Terse())):
+        _register(ctx, kind, plugin)
+    caption_stage.run(ctx)
+    return ctx, source
+
+
+def prepped_run(make_ctx, tmp_path: Path, **prep):
+    """(ctx, photos folder): like review_run, but prep is the real default preparer at 64 px on
+    five drawn candy photos (240x180 JPEGs): four kept, and one so blurred that prep culls it
+    (blurry.jpg). For what must be exactly what prep makes: a photo brought back, a crop box moved."""
+    from PIL import ImageFilter
+    from support.prep import candy_photo
+
+    from clood_candy.pipeline import prep_stage
+
+    ctx = make_ctx(base="no-such-base", prep={"resolution": 64, "workers": 1, **prep},
+                   caption={"captioners": ["tagger", "plain"], "judges": {"wordy": 1.0, "terse": 1.0}})
+    source = tmp_path / "photos"
+    source.mkdir()
+    layouts = [((60, 60, 30, 22),), ((170, 120, 40, 30), (60, 50, 20, 15)), ((120, 90, 60, 45),),
+               ((50, 130, 25, 20), (120, 60, 25, 20), (190, 130, 25, 20))]
+    for i, blobs in enumerate(layouts):
+        candy_photo(size=(240, 180), blobs=blobs, background=(150 - 25 * i, 140, 120 + 20 * i), seed=i).save(
+            source / f"p{i}.jpg", quality=95)
+    candy_photo(size=(240, 180), blobs=((120, 90, 40, 30),), seed=9).filter(ImageFilter.GaussianBlur(8)).save(
+        source / "blurry.jpg", quality=95)
+    ctx.run.state.source = str(source)
+    ctx.run.save()
+    prep_stage.run(ctx, source)
     for kind, plugin in (("captioner", Tagger()), ("captioner", Plain()), ("judge", Wordy()), ("judge", Terse())):
         _register(ctx, kind, plugin)
     caption_stage.run(ctx)
