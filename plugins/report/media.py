@@ -39,6 +39,14 @@ def img(image: Image.Image, alt: str, *, max_side: int = 320, cls: str = "") -> 
     return f'<img src="{data_uri(image, max_side)}" alt="{esc(alt)}" class="{classes.strip()}">'
 
 
+def image_cell(path: Path | None, alt: str, cls: str = "mid") -> str:
+    """A grid cell: the image at ``path``, or a dash where it is missing."""
+    if path is None or not path.is_file():
+        return "—"
+    with Image.open(path) as handle:
+        return img(handle.convert("RGB"), alt, cls=cls)
+
+
 def png_bytes_uri(data: bytes) -> str:
     return f"data:image/png;base64,{base64.b64encode(data).decode('ascii')}"
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
 from clood_candy.records import PickResult
-from clood_candy_plugins.report.media import img, open_thumbnail
+from clood_candy_plugins.report.media import image_cell, img, open_thumbnail
 from clood_candy_plugins.report.page import Section, esc, lesson, note, table
 from clood_candy_plugins.report.rundata import RunData
 
@@ -69,12 +67,7 @@ def _grid(run: RunData, pick: PickResult) -> str:
         cells = [f"<b>{esc(cand.name)}</b>{esc(mark)}<br>panel {pick.panel.get(cand.name, float('nan')):.2f}{loss}"]
         for p in range(len(sheet.prompts)):
             found = by_cell.get((cand.name, p))
-            path = run.path(found.image) if found else None
-            if path is None or not path.is_file():
-                cells.append("—")
-                continue
-            with Image.open(path) as handle:
-                cells.append(img(handle.convert("RGB"), f"{cand.name}, prompt {p + 1}", cls="mid"))
+            cells.append(image_cell(run.path(found.image) if found else None, f"{cand.name}, prompt {p + 1}"))
         rows.append(cells)
     return (f"<h3>The candidates, seed {seed}</h3>" + table(headers, rows, cls="grid")
             + (note(f"{len(sheet.failures)} sample(s) failed: {esc(sheet.failures[0])}", "warn") if sheet.failures else "")
@@ -112,8 +105,7 @@ def _memorisation(run: RunData, pick: PickResult) -> str:
         sample, photo = run.path(str(ev.get("sample", ""))), Path(str(ev.get("photo", "")))
         if not ev or not sample.is_file() or not photo.is_file():
             continue
-        with Image.open(sample) as handle:
-            left = img(handle.convert("RGB"), f"{cand.name}'s closest sample", cls="mid")
+        left = image_cell(sample, f"{cand.name}'s closest sample")
         right = img(open_thumbnail(photo, 160)[0], "the nearest training photo", cls="mid")
         verdict = "copies it" if cand.name in pick.flags else "its own picture"
         rows.append([esc(cand.name), left, right,

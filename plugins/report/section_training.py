@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
-
 from clood_candy.records import ConfigFightResult, TrainConfig, TrainOutcome
-from clood_candy_plugins.report.media import chart_figure, chart_uri, img
+from clood_candy_plugins.report.media import chart_figure, chart_uri, image_cell
 from clood_candy_plugins.report.page import Section, esc, lesson, note, table
 from clood_candy_plugins.report.rundata import RunData
 
@@ -181,12 +179,7 @@ def checkpoint_strip(run: RunData) -> str:
         row = [f"seed {seed}"]
         for label, wanted in columns:
             sample = next((i for i in mine if i.seed == seed and wanted(i)), None)
-            path = run.path(sample.image) if sample else None
-            if path is None or not path.is_file():
-                row.append("—")
-                continue
-            with Image.open(path) as handle:
-                row.append(img(handle.convert("RGB"), f"{label}, seed {seed}", cls="mid"))
+            row.append(image_cell(run.path(sample.image) if sample else None, f"{label}, seed {seed}"))
         rows.append(row)
     grid = table(["", *(esc(label) for label, _ in columns)], rows)
     if len(order) < 2:
