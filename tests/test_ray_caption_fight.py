@@ -14,7 +14,7 @@ from clood_candy import fsutil, plugins
 from clood_candy.pipeline import caption_stage
 from clood_candy.records import Photo, PrepEntry, PrepReport
 
-pytestmark = pytest.mark.slow  # Ray starts in a few seconds, each worker imports the project
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray instance at a time; Ray starts in a few seconds, each worker imports the project
 
 PLUGIN = textwrap.dedent('''
     import os

@@ -19,7 +19,7 @@ from clood_candy.pipeline.planning import planned_recipes
 from clood_candy.pipeline.train_stage import load_trainset
 from clood_candy_plugins.sd import checkpoint as ckpt
 
-pytestmark = pytest.mark.slow  # Ray starts in a few seconds; each fight trains the tiny base for tens of seconds
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray instance at a time; Ray starts in a few seconds; each fight trains the tiny base for tens of seconds
 
 
 @pytest.fixture(scope="module")

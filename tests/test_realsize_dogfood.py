@@ -14,7 +14,7 @@ from support.realsize import random_weight_folder
 
 from clood_candy.cli import cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("realsize")]  # several GB each: one at a time
 
 CONFIG = """
 [caption]
