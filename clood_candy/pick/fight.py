@@ -22,10 +22,11 @@ def pick_lora(ctx: StageContext, data: TrainSet, outcome: TrainOutcome) -> PickR
     if not settings.enabled:
         return None
     sample_judges(ctx, settings.judges)  # an unknown or caption judge is named before any sampling
-    if len(candidates(ctx, outcome, settings)) < 2:  # nothing to choose between: no sampling
+    found = candidates(ctx, outcome, settings)
+    if len(found) < 2:  # nothing to choose between: no sampling
         ctx.progress.say("Pick: training saved one LoRA, so it ships (more checkpoints: a lower checkpoint_every)")
         return None
-    sheet = make_sheet(ctx, data, outcome, settings)
+    sheet = make_sheet(ctx, data, outcome, settings, found)
     for line in sheet.failures:
         ctx.progress.say(f"  sample failed: {line}")
     result = judge_sheet(ctx, sheet, settings.judges, load_votes(ctx.run.root))

@@ -70,10 +70,12 @@ def prompts(data: TrainSet, settings: PickSettings) -> list[PickPrompt]:
     return found + novel[:settings.novel_prompts]
 
 
-def make_sheet(ctx: StageContext, data: TrainSet, outcome: TrainOutcome, settings: PickSettings) -> PickSheet:
+def make_sheet(ctx: StageContext, data: TrainSet, outcome: TrainOutcome, settings: PickSettings,
+               found: list[PickCandidate] | None = None) -> PickSheet:
     """Render every candidate × prompt × seed under RUN/train/pick/; an image made before
     from the same file, prompt, seed and settings is kept (a resumed run samples nothing twice)."""
-    found, tests = candidates(ctx, outcome, settings), prompts(data, settings)
+    found = found if found is not None else candidates(ctx, outcome, settings)  # the caller's, when it has them
+    tests = prompts(data, settings)
     out = ctx.run.path("train", "pick")
     family, base = ctx.family(), ctx.base()
     made = _earlier(out)

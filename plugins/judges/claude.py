@@ -25,15 +25,20 @@ TOOL = "record_verdict"
 PROMPT = "judge_pairwise.md"
 SYSTEM = ("You judge training captions for image-generation LoRAs against a rubric. You are fair to "
           "both candidates whatever their order, and always answer by calling the record_verdict tool once.")
-VERDICT_TOOL = {
-    "name": TOOL,
-    "description": "Record which caption is better for training, or a tie.",
-    "input_schema": cc.tool_schema({
-        "winner": {"type": "string", "enum": ["first", "second", "tie"],
-                   "description": "the better caption: first, second, or tie"},
-        "reason": {"type": "string", "description": "one short sentence naming the deciding point"},
-    }, ["winner", "reason"]),
-}
+def verdict_tool(description: str, thing: str) -> dict:
+    """The record_verdict tool: which of two ``thing``s is better (first, second, tie), and why."""
+    return {
+        "name": TOOL,
+        "description": description,
+        "input_schema": cc.tool_schema({
+            "winner": {"type": "string", "enum": ["first", "second", "tie"],
+                       "description": f"the better {thing}: first, second, or tie"},
+            "reason": {"type": "string", "description": "one short sentence naming the deciding point"},
+        }, ["winner", "reason"]),
+    }
+
+
+VERDICT_TOOL = verdict_tool("Record which caption is better for training, or a tie.", "caption")
 _usage_lock = threading.Lock()
 
 

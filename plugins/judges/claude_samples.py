@@ -29,21 +29,13 @@ from clood_candy.hookspecs import hookimpl
 from clood_candy.records import Comparison, PickImage, PickSheet, Score
 from clood_candy_plugins import claude_common as cc
 from clood_candy_plugins.captioners.claude import load_prompt
-from clood_candy_plugins.judges.claude import TOOL, ClaudeJudge, _options, parse_verdict
+from clood_candy_plugins.judges.claude import ClaudeJudge, _options, parse_verdict, verdict_tool
 
 PROMPT = "judge_samples.md"
 SYSTEM = ("You judge the samples of image-generation LoRA checkpoints against photos of the subject they were "
           "trained on. You are fair to both candidates whatever their order, and always answer by calling the "
           "record_verdict tool once.")
-VERDICT_TOOL = {
-    "name": TOOL,
-    "description": "Record which candidate's samples better show the user's candy, or a tie.",
-    "input_schema": cc.tool_schema({
-        "winner": {"type": "string", "enum": ["first", "second", "tie"],
-                   "description": "the better candidate: first, second, or tie"},
-        "reason": {"type": "string", "description": "one short sentence naming the deciding point"},
-    }, ["winner", "reason"]),
-}
+VERDICT_TOOL = verdict_tool("Record which candidate's samples better show the user's candy, or a tie.", "candidate")
 USAGE_FILE = "sample-judge-usage.json"  # apart from the caption judge's, so each bill reads on its own
 REFERENCES = 4  # held-out photos shown: enough to see the candy's range of colours, few enough to stay cheap
 MAX_SAMPLES = 12  # per candidate: the API takes at most 100 images a request, and each costs tokens
