@@ -80,6 +80,7 @@ class LoadedBase(ABC):
     base: str = ""  # what the user named: HF id, folder, file, or "tiny"
     resolution: int = 512
     is_toy: bool = False  # random weights: mechanics, not art
+    clood_made: bool = False  # a base clood built (tiny toys, candy-mini): its LoRAs fit no other checkpoint
     token_window: int = 75  # tokens the text encoder sees, without BOS/EOS
 
     @abstractmethod

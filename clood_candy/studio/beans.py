@@ -26,6 +26,7 @@ PALETTE_SRGB: dict[str, tuple[int, int, int]] = {
     "white": (238, 234, 220),
     "black": (30, 24, 30),
     "brown": (118, 64, 30),
+    "teal": (20, 150, 150),  # no brand sells it: the held-out look (looks.py)
 }
 
 

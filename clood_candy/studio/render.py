@@ -21,6 +21,7 @@ from PIL.TiffImagePlugin import IFDRational
 
 from .beans import draw_bean, draw_shadows, srgb_to_linear
 from .labels import BEAN_COLOURS, StudioLabels, StudioShot
+from .looks import apply_look
 from .scene import (
     CLOTH_SRGB,
     Camera,
@@ -301,13 +302,16 @@ def _exif(p: Plan, lt, size: tuple[int, int], rng) -> Image.Exif:
 
 
 def render_studio(out_dir: Path, count: int = 32, seed: int = 0,
-                  size: tuple[int, int] = (768, 576)) -> list[StudioShot]:
-    """Render `count` labelled jellybean photos under out_dir; also writes labels.json."""
+                  size: tuple[int, int] = (768, 576), look: str | None = None) -> list[StudioShot]:
+    """Render `count` labelled jellybean photos under out_dir; also writes labels.json.
+    ``look`` (looks.LOOKS) gives every shot a look pretraining never saw."""
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = _plan(count, seed)
+    if look:
+        apply_look(plans, look)
     # Shots are independent (own RNGs), so threads keep the output deterministic;
     # numpy and Pillow release the GIL for the heavy array work.
     workers = max(1, min(4, os.cpu_count() or 1))

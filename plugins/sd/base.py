@@ -75,12 +75,14 @@ class SDBase(TeachingMixin, LoadedBase):
         self.is_toy = loaded.is_toy
         # The run's resolution when the user set one: samples, judges and the report then see
         # the model at the size it trains at (and cost what training does).
-        self.resolution = resolution or (TINY_RESOLUTION if loaded.is_toy else self.native_resolution)
+        small = loaded.kind in ("tiny", "miniature")  # bases made at 64 px, for CPUs
+        self.clood_made = small
+        self.resolution = resolution or (TINY_RESOLUTION if small else self.native_resolution)
         self.token_window = self.pipe.tokenizer.model_max_length - 2
         self.device = device
         self.eval_draws = eval_draws
         self.buckets = buckets  # prep.buckets: the denoising-error judge sees each photo at its bucket
-        self.lock = ModelLock(threads if threads is not None else (1 if loaded.is_toy else None))
+        self.lock = ModelLock(threads if threads is not None else (1 if small else None))
         # Training adds noise with the model's own schedule; sampling uses a fast solver on it.
         self.scheduler_config = dict(self.pipe.scheduler.config)
         self.pipe.scheduler = self.sampling_scheduler()

@@ -1,6 +1,7 @@
 """Turn what the user named as a base into a diffusers pipeline.
 
-A base is one of: ``tiny`` / ``tiny-sdxl`` (built offline), a local diffusers folder, a
+A base is one of: ``tiny`` / ``tiny-sdxl`` (built offline, random weights), ``candy-mini``
+(the project's own learned miniature, shipped), a local diffusers folder, a
 single-file ``.safetensors`` checkpoint (A1111 / ComfyUI style), or a Hugging Face id
 (downloaded by diffusers, as on a user's machine with internet).
 """
@@ -29,14 +30,16 @@ PIPELINE_FAMILY = {"StableDiffusionPipeline": "sd1", "StableDiffusionXLPipeline"
 CONFIG_NAMES = {"sd1": "sd15", "sdxl": "sdxl"}
 TINY_NAMES = {"tiny": "sd1", "tiny-sdxl": "sdxl"}  # toy bases built offline (see tiny.py)
 TINY_RESOLUTION = 64  # measured: keeps the demo's training and sampling within seconds on 2 cores
+MINIATURES = {"candy-mini": "sd1"}  # learned, trained at TINY_RESOLUTION (clood pretrain)
+SMALL_BASES = {**TINY_NAMES, **MINIATURES}  # bases that run at TINY_RESOLUTION, on one thread
 
 
 @dataclass
 class LoadedPipeline:
     pipe: Any
     family: str
-    kind: str  # tiny, folder, single-file, hub
-    is_toy: bool
+    kind: str  # tiny, miniature, folder, single-file, hub
+    is_toy: bool  # random weights: the mechanics, not art
     loaded_from: str = ""  # the Hub id actually downloaded, when it is not the one named
 
 
@@ -93,8 +96,8 @@ def detect_family(base: str) -> str | None:
     A path that does not exist still gets a family (by its name), so that loading it
     fails with "file not found" rather than "no family can load".
     """
-    if base in TINY_NAMES:
-        return TINY_NAMES[base]
+    if base in SMALL_BASES:
+        return SMALL_BASES[base]
     path = Path(base).expanduser()
     if path.is_dir():
         index = path / "model_index.json"
@@ -160,6 +163,18 @@ def single_file_configs(folder: str | Path, family: str) -> Path:
     return path
 
 
+def miniature_folder(base: str) -> Path:
+    """The shipped diffusers folder of a learned miniature; a one-line error when this
+    install has no weights for it (a source checkout without them, say)."""
+    from clood_candy_plugins import candy_mini
+
+    folder = candy_mini.folder("base")
+    if folder is None:
+        raise UserError(f"this install has no weights for '{base}': rebuild them with "
+                        f"`clood pretrain {base} --out DIR --ship` (or use --base DIR/base)")
+    return folder
+
+
 def load_pipeline(base: str, family: str, *, allow_pickle: bool = False, dtype: "torch.dtype | None" = None,
                   single_file_config: str | Path | None = None) -> LoadedPipeline:
     """Load ``base`` as a pipeline of ``family``; every failure is a one-line UserError.
@@ -178,6 +193,9 @@ def load_pipeline(base: str, family: str, *, allow_pickle: bool = False, dtype: 
     if base in TINY_NAMES:
         folder = tiny_folder(base)
         return LoadedPipeline(cls.from_pretrained(folder, local_files_only=True, **common), family, "tiny", True)
+    if base in MINIATURES:
+        return LoadedPipeline(cls.from_pretrained(miniature_folder(base), local_files_only=True, **common),
+                              family, "miniature", False)
 
     path = Path(base).expanduser()
     if path.is_dir():
@@ -224,5 +242,5 @@ def load_pipeline(base: str, family: str, *, allow_pickle: bool = False, dtype: 
             raise UserError(f"could not load '{repo_id}' from the Hugging Face hub (offline, misspelt or gated?)"
                             f"{moved}: {_first_line(exc)}") from None
         return LoadedPipeline(pipe, family, "hub", False, loaded_from=repo_id if moved else "")
-    raise UserError(f"base '{base}' is not 'tiny', 'tiny-sdxl', a diffusers folder, a .safetensors file "
+    raise UserError(f"base '{base}' is not 'tiny', 'tiny-sdxl', 'candy-mini', a diffusers folder, a .safetensors file "
                     "or a Hugging Face id")

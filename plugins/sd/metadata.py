@@ -15,11 +15,11 @@ OPTIMIZERS = {"adamw": "torch.optim.AdamW", "adamw8bit": "bitsandbytes.optim.Ada
 
 
 def base_version(family: str, base_name: str, toy: bool) -> tuple[str, str]:
-    """(ss_base_model_version, modelspec architecture). A toy base's LoRA says it is the toy's:
-    named as SD1's, a tool would take it for a LoRA of a real SD1.5 checkpoint, match every
-    key and fail on every shape."""
+    """(ss_base_model_version, modelspec architecture). A LoRA of a base clood made (``toy``:
+    the random tiny ones, and candy-mini) says it is that base's: named as SD1's, a tool would
+    take it for a LoRA of a real SD1.5 checkpoint, match every key and fail on every shape."""
     if toy:
-        return f"clood_{base_name}", f"clood-{base_name}-toy"
+        return f"clood_{base_name}", f"clood-{base_name}" + ("-toy" if base_name.startswith("tiny") else "")
     return BASE_VERSION[family], ARCHITECTURE[family]
 
 

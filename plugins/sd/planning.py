@@ -40,15 +40,16 @@ CPU_WORKSPACE, CUDA_WORKSPACE = 0.6, 0.1
 
 
 def training_defaults(family: str, config: "CloodConfig") -> TrainingDefaults:
-    from clood_candy_plugins.sd.loading import TINY_NAMES, TINY_RESOLUTION
+    from clood_candy_plugins.sd.loading import SMALL_BASES, TINY_NAMES, TINY_RESOLUTION
 
     lora_type = config.caption.lora_type
     rank = RANKS[family][lora_type]
-    toy = config.base in TINY_NAMES
+    small = config.base in SMALL_BASES
+    sized = " (the toy base is sized like it)" if config.base in TINY_NAMES else " (the miniature base is sized like it)"
     return TrainingDefaults(learning_rate=RATES[family].get(lora_type, 1e-4), rank=rank, alpha=float(rank),
                             batch_size=1, steps_range=STEPS[family].get(lora_type),
-                            resolution=TINY_RESOLUTION if toy else NATIVE[family],
-                            source=SOURCE[family] + (" (the toy base is sized like it)" if toy else ""))
+                            resolution=TINY_RESOLUTION if small else NATIVE[family],
+                            source=SOURCE[family] + (sized if small else ""))
 
 
 def device_info(config: "CloodConfig") -> DeviceInfo:

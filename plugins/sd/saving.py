@@ -72,7 +72,7 @@ def save_lora(s: Session, path_base: Path, steps: int) -> dict[str, Any]:
                      ss_class_prompt=s.prior.prompt)
     meta = lora_metadata(family=s.base.family, base_name=s.base.base, config=s.config, data=s.data, steps=steps,
                          target=s.target, resolution=s.resolution, prediction_type=s.prediction_type,
-                         output_name=path_base.name, data_facts={**facts, **s.base.lora_facts()}, toy=s.base.is_toy,
+                         output_name=path_base.name, data_facts={**facts, **s.base.lora_facts()}, toy=s.base.clood_made,
                          version=s.base.model_version())
     kohya, diffusers_file = s.base.write_lora(path_base, state, s.config, meta)
     prompt = f"a photo of {s.data.trigger} {s.data.class_word}"

@@ -48,10 +48,12 @@ def architecture(base: str, family: str, single_file_config: str | None) -> dict
     """The configs of the base's parts (unet, text encoders, vae), read from files only:
     a diffusers folder's own, a Hub id's from the local cache, else the family's shipped
     ones (a single-file checkpoint loads with those too, or with ``single_file_config``)."""
-    from clood_candy_plugins.sd.loading import TINY_NAMES
+    from clood_candy_plugins.sd.loading import MINIATURES, TINY_NAMES, miniature_folder
 
     if base in TINY_NAMES:
         return {"tiny": base}
+    if base in MINIATURES:
+        base = str(miniature_folder(base))
     path = Path(base).expanduser()
     if path.is_dir():
         folder = path

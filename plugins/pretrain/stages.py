@@ -1,0 +1,124 @@
+"""The first three stages: CLIP (contrastive), the VAE, and the latent cache.
+
+Order matters and mirrors how SD was made: CLIP and the autoencoder are trained on their
+own first; the UNet then learns in the VAE's latent space, conditioned on CLIP's text half.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clood_candy.progress import Progress
+from clood_candy_plugins.pretrain.data import ShotSet, draw_caption
+from clood_candy_plugins.pretrain.loop import run_stage
+from clood_candy_plugins.pretrain.recipe import Recipe, clip_config, vae_model
+
+
+def batch_index(train: np.ndarray, batch: int, gen: torch.Generator) -> np.ndarray:
+    return train[torch.randint(len(train), (batch,), generator=gen).numpy()]
+
+
+def flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    mask = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = x.clone()
+    x[mask] = x[mask].flip(-1)
+    return x
+
+
+def train_clip(recipe: Recipe, shots: ShotSet, work: Path, tokenizer, progress: Progress):
+    from transformers import CLIPModel
+
+    torch.manual_seed(recipe.seed)
+    model = CLIPModel(clip_config())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.clip.lr, weight_decay=0.05)
+    train, _ = shots.split(recipe.holdout)
+
+    def step(i: int) -> dict[str, float]:
+        gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + i)
+        rng = random.Random(f"clip:{recipe.seed}:{i}")
+        idx = batch_index(train, recipe.clip.batch, gen)
+        tokens = tokenizer([draw_caption(shots.labels[j], rng) for j in idx], padding="longest",
+                           truncation=True, max_length=77, return_tensors="pt")
+        out = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask,
+                    pixel_values=flip(shots.pixels(idx), gen), return_loss=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"loss": out.loss.item()}
+
+    record = run_stage("clip", work / "clip", recipe.clip, {"model": model}, optimizer, step, progress)
+    return model.eval(), record
+
+
+def psnr(vae, pixels: torch.Tensor) -> float:
+    """Mean PSNR (dB, images in [0, 1]) of the VAE's reconstructions from the posterior mode."""
+    with torch.no_grad():
+        values = []
+        for part in pixels.split(64):
+            rec = vae.decode(vae.encode(part).latent_dist.mode()).sample.clamp(-1, 1)
+            mse = ((rec - part) / 2).pow(2).flatten(1).mean(1)
+            values.append(10 * torch.log10(1 / mse.clamp_min(1e-10)))
+    return float(torch.cat(values).mean())
+
+
+def train_vae(recipe: Recipe, shots: ShotSet, work: Path, progress: Progress):
+    torch.manual_seed(recipe.seed + 1)
+    vae = vae_model()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae.lr, weight_decay=0.0)
+    train, held = shots.split(recipe.holdout)
+    held_pixels = shots.pixels(held)
+    crop = recipe.vae_crop
+
+    def step(i: int) -> dict[str, float]:
+        gen = torch.Generator().manual_seed(recipe.seed * 1_000_033 + i)
+        x = shots.pixels(batch_index(train, recipe.vae.batch, gen))
+        top, left = (int(v) for v in torch.randint(0, recipe.side - crop + 1, (2,), generator=gen))
+        x = flip(x[:, :, top:top + crop, left:left + crop], gen)
+        posterior = vae.encode(x).latent_dist
+        rec = vae.decode(posterior.sample(gen)).sample
+        mse, l1 = F.mse_loss(rec, x), F.l1_loss(rec, x)
+        kl = posterior.kl().mean()
+        loss = mse + 0.1 * l1 + recipe.vae_kl * kl
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"mse": mse.item(), "kl": kl.item()}
+
+    def measure(at: int) -> dict:
+        vae.eval()
+        found = {"psnr_db": round(psnr(vae, held_pixels), 2)}
+        vae.train()
+        return found
+
+    record = run_stage("vae", work / "vae", recipe.vae, {"vae": vae}, optimizer, step, progress, measure)
+    vae.eval()
+    record["psnr_db"] = round(psnr(vae, held_pixels), 2)
+    return vae, record
+
+
+def cache_latents(vae, shots: ShotSet, work: Path, progress: Progress) -> dict[str, torch.Tensor]:
+    """Posterior mean and std of every shot (fp16), and the scaling factor SD computes
+    the same way: one over the latents' standard deviation."""
+    path = work / "latents.pt"
+    if path.exists():
+        return torch.load(path)
+    means, stds = [], []
+    with torch.no_grad(), progress.task("encoding shots to latents", len(shots)) as advance:
+        for start in range(0, len(shots), 256):
+            index = np.arange(start, min(len(shots), start + 256))
+            dist = vae.encode(shots.pixels(index)).latent_dist
+            means.append(dist.mean.half())
+            stds.append(dist.std.half())
+            advance(len(index))
+    mean, std = torch.cat(means), torch.cat(stds)
+    cache = {"mean": mean, "std": std, "scaling_factor": torch.tensor(1.0 / float(mean.float().std()))}
+    torch.save(cache, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return cache
