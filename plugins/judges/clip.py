@@ -12,7 +12,7 @@ Text longer than the model's window (77 tokens for OpenAI's CLIPs) is cut there 
 reason says so. A photo that cannot be read gets no scores (no verdict), not a crash.
 
 Options, ``[plugins.clip]``: ``model`` (hub id or local folder, default
-``openai/clip-vit-base-patch32``), ``revision``, ``batch_size`` (photos encoded together),
+``openai/clip-vit-base-patch32``; on ``--base candy-mini`` the CLIP trained with it), ``revision``, ``batch_size`` (photos encoded together),
 ``weight`` (w), ``device`` and ``dtype`` ("auto": CUDA with fp16/bf16 when there is a GPU,
 else CPU fp32).
 """
@@ -42,7 +42,15 @@ class ClipOptions(HfModelOptions):
 
 
 def load_options(ctx) -> ClipOptions:
-    return ctx.typed_options(PLUGIN, ClipOptions)
+    """The options; on candy-mini, the CLIP trained beside it unless the user named a model
+    (OpenAI's CLIP has never seen 64 px studio candy; this one has seen nothing else)."""
+    from clood_candy_plugins import candy_mini
+
+    opts = ctx.typed_options(PLUGIN, ClipOptions)
+    shipped = candy_mini.folder("clip") if ctx.config.base == candy_mini.NAME else None
+    if shipped is not None and "model" not in opts.model_fields_set:
+        opts = opts.model_copy(update={"model": str(shipped)})
+    return opts
 
 
 def strip_trigger(text: str, trigger: str) -> str:

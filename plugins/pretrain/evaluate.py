@@ -99,3 +99,24 @@ def vae_psnr(vae, count: int = 64, seed: int = 999_983, render_side: int = 96, s
         rec = vae.decode(vae.encode(pixels).latent_dist.mode()).sample.clamp(-1, 1)
     mse = ((rec.float() - pixels.float()) / 2).pow(2).flatten(1).mean(1)
     return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+
+
+TEAL_PRESENT = 0.005  # a sample "has the look" when this share of its pixels is teal (a bean of ~1/200 of the frame)
+
+
+def look_arrival(run_root: Path) -> dict:
+    """Share of a run's final-LoRA samples that show the teal look, per LoRA weight: the demo's
+    LoRA should bring it (weight 1) where the base alone (weight 0) does not."""
+    from PIL import Image
+
+    from clood_candy import fsutil
+    from clood_candy.records import SampleSet
+
+    samples = SampleSet.model_validate(fsutil.read_json(run_root / "samples" / "samples.json"))
+    by_weight: dict[float, list[float]] = {}
+    for s in samples.images:
+        if s.checkpoint == "final":
+            with Image.open(run_root / s.image) as image:
+                by_weight.setdefault(s.weight, []).append(teal_share(image))
+    return {w: {"present": float(np.mean([v >= TEAL_PRESENT for v in shares])), "n": len(shares),
+                "mean_teal_share": float(np.mean(shares))} for w, shares in sorted(by_weight.items())}

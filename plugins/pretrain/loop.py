@@ -41,7 +41,8 @@ def run_stage(name: str, folder: Path, cfg: StageSteps, modules: dict[str, torch
     state_path, done_path = folder / "state.pt", folder / "done.json"
     record = {"stage": name, "steps": cfg.steps, "log": [], "seconds": 0.0, "step": 0}
     if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+        # Saved on whatever device trained it; loaded onto the modules' own (a CPU run resumes a GPU one).
+        state = torch.load(state_path, weights_only=False, map_location="cpu")
         for key, module in modules.items():
             module.load_state_dict(state["modules"][key])
         optimizer.load_state_dict(state["optimizer"])

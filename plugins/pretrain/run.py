@@ -17,7 +17,8 @@ from clood_candy_plugins.pretrain.stages import cache_latents, train_clip, train
 from clood_candy_plugins.pretrain.unet import held_out_loss, train_unet
 
 
-def pretrain(recipe: Recipe, out: Path, progress: Progress, command: str) -> dict:
+def pretrain(recipe: Recipe, out: Path, progress: Progress, command: str,
+             device: torch.device = torch.device("cpu")) -> dict:
     from transformers import CLIPTokenizer
 
     from clood_candy_plugins.sd.tokenizer import tokenizer_folder
@@ -30,8 +31,8 @@ def pretrain(recipe: Recipe, out: Path, progress: Progress, command: str) -> dic
     shots = ShotSet(work / "shots")
     progress.say(f"{len(shots)} studio shots ({recipe.side} px), {recipe.holdout} held out "
                  f"({time.perf_counter() - t0:.0f} s this run)")
-    clip, clip_record = train_clip(recipe, shots, work, tokenizer, progress)
-    vae, vae_record = train_vae(recipe, shots, work, progress)
+    clip, clip_record = train_clip(recipe, shots, work, tokenizer, progress, device)
+    vae, vae_record = train_vae(recipe, shots, work, progress, device)
     progress.say(f"VAE: {vae_record['psnr_db']} dB PSNR on held-out shots")
     latents = cache_latents(vae, shots, work, progress)
     vae.config.scaling_factor = float(latents["scaling_factor"])
@@ -44,8 +45,9 @@ def pretrain(recipe: Recipe, out: Path, progress: Progress, command: str) -> dic
                                          ("clip", clip))},
         "seconds": {"clip": round(clip_record["seconds"]), "vae": round(vae_record["seconds"]),
                     "unet": round(unet_record["seconds"])},
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "device": str(device),
     }
+    unet, text_encoder, vae, clip = (m.cpu() for m in (unet, text_encoder, vae, clip))
     for name in (export.BASE, export.CLIP, export.RECORD):
         shutil.rmtree(out / name, ignore_errors=True)
     export.write_base(out / export.BASE, unet, text_encoder, vae, tokenizer)

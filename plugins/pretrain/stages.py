@@ -19,6 +19,9 @@ from clood_candy_plugins.pretrain.loop import run_stage
 from clood_candy_plugins.pretrain.recipe import Recipe, clip_config, vae_model
 
 
+CPU = torch.device("cpu")
+
+
 def batch_index(train: np.ndarray, batch: int, gen: torch.Generator) -> np.ndarray:
     return train[torch.randint(len(train), (batch,), generator=gen).numpy()]
 
@@ -30,11 +33,12 @@ def flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x
 
 
-def train_clip(recipe: Recipe, shots: ShotSet, work: Path, tokenizer, progress: Progress):
+def train_clip(recipe: Recipe, shots: ShotSet, work: Path, tokenizer, progress: Progress,
+               device: torch.device = CPU):
     from transformers import CLIPModel
 
     torch.manual_seed(recipe.seed)
-    model = CLIPModel(clip_config())
+    model = CLIPModel(clip_config()).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.clip.lr, weight_decay=0.05)
     train, _ = shots.split(recipe.holdout)
 
@@ -44,8 +48,8 @@ def train_clip(recipe: Recipe, shots: ShotSet, work: Path, tokenizer, progress: 
         idx = batch_index(train, recipe.clip.batch, gen)
         tokens = tokenizer([draw_caption(shots.labels[j], rng) for j in idx], padding="longest",
                            truncation=True, max_length=77, return_tensors="pt")
-        out = model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask,
-                    pixel_values=flip(shots.pixels(idx), gen), return_loss=True)
+        out = model(input_ids=tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device),
+                    pixel_values=flip(shots.pixels(idx), gen).to(device), return_loss=True)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -67,21 +71,21 @@ def psnr(vae, pixels: torch.Tensor) -> float:
     return float(torch.cat(values).mean())
 
 
-def train_vae(recipe: Recipe, shots: ShotSet, work: Path, progress: Progress):
+def train_vae(recipe: Recipe, shots: ShotSet, work: Path, progress: Progress, device: torch.device = CPU):
     torch.manual_seed(recipe.seed + 1)
-    vae = vae_model()
+    vae = vae_model().to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae.lr, weight_decay=0.0)
     train, held = shots.split(recipe.holdout)
-    held_pixels = shots.pixels(held)
+    held_pixels = shots.pixels(held).to(device)
     crop = recipe.vae_crop
 
     def step(i: int) -> dict[str, float]:
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_033 + i)
         x = shots.pixels(batch_index(train, recipe.vae.batch, gen))
         top, left = (int(v) for v in torch.randint(0, recipe.side - crop + 1, (2,), generator=gen))
-        x = flip(x[:, :, top:top + crop, left:left + crop], gen)
+        x = flip(x[:, :, top:top + crop, left:left + crop], gen).to(device)
         posterior = vae.encode(x).latent_dist
-        rec = vae.decode(posterior.sample(gen)).sample
+        rec = vae.decode(posterior.sample(gen)).sample  # diffusers draws a CPU generator's noise on the CPU
         mse, l1 = F.mse_loss(rec, x), F.l1_loss(rec, x)
         kl = posterior.kl().mean()
         loss = mse + 0.1 * l1 + recipe.vae_kl * kl
@@ -108,14 +112,14 @@ def cache_latents(vae, shots: ShotSet, work: Path, progress: Progress) -> dict[s
     the same way: one over the latents' standard deviation."""
     path = work / "latents.pt"
     if path.exists():
-        return torch.load(path)
+        return torch.load(path, map_location="cpu")
     means, stds = [], []
     with torch.no_grad(), progress.task("encoding shots to latents", len(shots)) as advance:
         for start in range(0, len(shots), 256):
             index = np.arange(start, min(len(shots), start + 256))
-            dist = vae.encode(shots.pixels(index)).latent_dist
-            means.append(dist.mean.half())
-            stds.append(dist.std.half())
+            dist = vae.encode(shots.pixels(index).to(vae.device)).latent_dist
+            means.append(dist.mean.half().cpu())
+            stds.append(dist.std.half().cpu())
             advance(len(index))
     mean, std = torch.cat(means), torch.cat(stds)
     cache = {"mean": mean, "std": std, "scaling_factor": torch.tensor(1.0 / float(mean.float().std()))}

@@ -61,18 +61,21 @@ def strip(images) -> "Image.Image":
 
 def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokenizer, work: Path,
                progress: Progress):
+    """On the device CLIP and the VAE are on; every random draw is on a CPU generator, so a
+    GPU run sees the very batches, noise and timesteps a CPU run does."""
     from diffusers import DDPMScheduler
 
+    device = vae.device
     torch.manual_seed(recipe.seed + 2)
     unet, text_encoder = unet_model(), text_encoder_from(clip)
-    models = torch.nn.ModuleDict({"unet": unet, "text": text_encoder})
+    models = torch.nn.ModuleDict({"unet": unet, "text": text_encoder}).to(device)
     ema = copy.deepcopy(models).requires_grad_(False)
     optimizer = torch.optim.AdamW([{"params": unet.parameters(), "lr": recipe.unet.lr},
                                    {"params": text_encoder.parameters(), "lr": recipe.text_lr}], weight_decay=0.01)
     schedule = DDPMScheduler(**SCHEDULE)
     alpha_bar = schedule.alphas_cumprod
     snr = alpha_bar / (1 - alpha_bar)
-    weight = snr.clamp(max=recipe.min_snr_gamma) / snr  # min-SNR-γ for ε-prediction
+    weight = (snr.clamp(max=recipe.min_snr_gamma) / snr).to(device)  # min-SNR-γ for ε-prediction
     scale = float(latents["scaling_factor"])
     train, _ = shots.split(recipe.holdout)
     snapshots = work / "snapshots"
@@ -91,7 +94,8 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
         ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, schedule.config.num_train_timesteps, (len(idx),), generator=gen)
-        pred = unet(schedule.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
+        noisy, noise, t = schedule.add_noise(x0, noise, t).to(device), noise.to(device), t.to(device)
+        pred = unet(noisy, t, text_encoder(ids.to(device))[0]).sample
         per = (pred - noise).pow(2).flatten(1).mean(1)
         loss = (per * weight[t]).mean()
         loss.backward()
@@ -130,7 +134,8 @@ def held_out_loss(unet, text_encoder, latents: dict, shots: ShotSet, tokenizer, 
     ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(0, 1000, (len(held),), generator=gen)
+    device = unet.device
     with torch.no_grad():
-        pred = unet(schedule.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
-    return float((pred - noise).pow(2).mean())
+        pred = unet(schedule.add_noise(x0, noise, t).to(device), t.to(device), text_encoder(ids.to(device))[0]).sample
+    return float((pred.cpu() - noise).pow(2).mean())
 

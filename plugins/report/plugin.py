@@ -18,6 +18,7 @@ from clood_candy import fsutil
 from clood_candy.hookspecs import hookimpl
 from clood_candy.stages import Reporter
 from clood_candy_plugins.report import (
+    section_base,
     section_captions,
     section_diffusion,
     section_doctor,
@@ -34,7 +35,8 @@ from clood_candy_plugins.report.rundata import RunData
 if TYPE_CHECKING:
     from clood_candy.context import StageContext
 
-SECTIONS: list[tuple[str, str, Callable[[RunData], Section]]] = [
+SECTIONS: list[tuple[str, str, Callable[[RunData], Section | None]]] = [
+    ("base", section_base.TITLE, section_base.build),
     ("photos", "1. Your photos", section_photos.build),
     ("captions", "2. Captions and the fight", section_captions.build),
     ("text-encoder", "3. What the text encoder sees", section_text_encoder.build),
@@ -59,6 +61,11 @@ def _intro(run: RunData) -> str:
 
 
 def _toy(run: RunData) -> str:
+    if run.config.base == "candy-mini":
+        return note("candy-mini is a miniature Stable Diffusion that clood trained itself, on pictures rendered by "
+                    "its candy studio (see “how candy-mini was made” below): small, simple 64-pixel pictures, but "
+                    "learned — its beans follow the prompt and your LoRA changes them. A real base "
+                    "(--base stable-diffusion-v1-5/stable-diffusion-v1-5) draws real photographs.", "toy")
     if not run.is_toy:
         return ""
     words = run.words()
@@ -85,7 +92,8 @@ class HtmlReporter(Reporter):
                     ctx.log.error("report section %s failed:\n%s", key, traceback.format_exc())
                     section = Section(key, title, failed=f"{type(exc).__name__}: {exc}".splitlines()[0])
                 ctx.log.info("report section %s: %.1f s", key, time.perf_counter() - began)
-                sections.append(section)
+                if section is not None:  # None: not about this run (the base's making, on other bases)
+                    sections.append(section)
                 advance(note=key)
         state = ctx.run.state
         stages = {name: ("this page" if name == "report" else st.status) for name, st in state.stages.items()}

@@ -202,6 +202,13 @@ class RunData:
         return {**SD_WORDS, **{k: v for k, v in described.items() if k in SD_WORDS or k.endswith("_words")}}
 
     @property
+    def clood_made(self) -> bool:
+        """The base is one clood built (tiny toys, candy-mini): LoRAs of it fit it only."""
+        if self._base is not None:
+            return bool(getattr(self._base, "clood_made", self._base.is_toy))
+        return self.config.base in TOY_BASES | {"candy-mini"}
+
+    @property
     def is_toy(self) -> bool:
         if self._base is not None:
             return bool(self._base.is_toy)

@@ -182,15 +182,17 @@ def _how_to_use(run: RunData, lora: Path) -> str:
               "flexibility. Look at the grid above to choose.</p>")
 
 
-def _how_to_use_toy(run: RunData, lora: Path) -> str:
-    """A toy's LoRA has the toy's shapes: in ComfyUI or A1111 on a real checkpoint every layer
-    would fail to patch, so the only place to use it is where the toy is."""
+def _how_to_use_here(run: RunData, lora: Path) -> str:
+    """A LoRA of a base clood made (a toy, candy-mini) has that base's shapes: in ComfyUI or
+    A1111 on a real checkpoint every layer would fail to patch, so the only place to use it is
+    where its base is."""
     base, trigger = esc(run.config.base), esc(run.config.trigger)
-    return (f"<h3>Use it</h3><p>The file: <span class=\"code\">{esc(lora)}</span> — trained on clood's toy base "
+    kind = "toy" if run.is_toy else "miniature"
+    return (f"<h3>Use it</h3><p>The file: <span class=\"code\">{esc(lora)}</span> — trained on clood's {kind} base "
             f"<span class=\"code\">{base}</span>, whose layers are far smaller than a real model's. It loads on that "
-            f"toy only: in {' or '.join(esc(t) for t in run.words()['lora_tools'])} on a real "
+            f"{kind} only: in {' or '.join(esc(t) for t in run.words()['lora_tools'])} on a real "
             f"{esc(run.words()['model_name'])} checkpoint every one of its "
-            "patches would fail on shape, so this report does not tell you to put it there. Try it where the toy "
+            f"patches would fail on shape, so this report does not tell you to put it there. Try it where the {kind} "
             f"lives: <span class=\"code\">clood sample {esc(run.root)} --prompt \"{trigger}, jellybean on a wooden "
             "table\"</span>. For a LoRA to use in ComfyUI or Forge, run clood on your photos with a real base, "
             f"e.g. <span class=\"code\">--base {esc(run.words()['real_base'])}</span>.</p>")
@@ -211,11 +213,9 @@ def build(run: RunData) -> Section:
     verification = (run.outcome.verification if run.outcome else {}) or {}
     if verification:
         body.append(_verification(verification))
+    body.append(_how_to_use_here(run, lora) if run.clood_made else _how_to_use(run, lora))
     if run.is_toy:
-        body.append(_how_to_use_toy(run, lora))
         body.append(note("This LoRA was trained on the random toy model: it proves the file format and the "
                          "pipeline, not the art.", "toy"))
-    else:
-        body.append(_how_to_use(run, lora))
     section.body = "".join(body)
     return section

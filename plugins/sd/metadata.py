@@ -23,6 +23,13 @@ def base_version(family: str, base_name: str, toy: bool) -> tuple[str, str]:
     return BASE_VERSION[family], ARCHITECTURE[family]
 
 
+def _made_by_clood(base_name: str) -> str:
+    if base_name.startswith("tiny"):
+        return f"trained on clood's toy base '{base_name}' (random weights): loads on that toy only"
+    return (f"trained on clood's miniature base '{base_name}' (learned from 64 px rendered candy): "
+            "loads on that miniature only")
+
+
 def targets_label(config: TrainConfig) -> str:
     """The layers the file adapts, in words: kohya's set ("full"), attention only, or the user's list."""
     words = {"full": "full (kohya's: attention, feed-forward, proj_in/proj_out; text encoders' attention and MLP)",
@@ -83,8 +90,7 @@ def lora_metadata(*, family: str, base_name: str, config: TrainConfig, data: Tra
         "class_word": data.class_word,
         "clood_targets": targets_label(config),
         "clood_config": config.model_dump_json(),
-        **({"clood_toy_base": f"trained on clood's toy base '{base_name}' (random weights): loads on that toy only"}
-           if toy else {}),
+        **({"clood_toy_base": _made_by_clood(base_name)} if toy else {}),
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": f"{architecture}/{'lycoris' if lycoris else 'lora'}",
         "modelspec.implementation": "diffusers",
