@@ -10,8 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from clood_candy.records import CaptionResult, Candidate, Comparison, FightItem, Photo, Score
-from clood_candy.pick.records import PickSheet
+from clood_candy.records import CaptionResult, Candidate, Comparison, FightItem, Photo, PickSheet, Score
 from clood_candy.runstore import redact
 
 if TYPE_CHECKING:

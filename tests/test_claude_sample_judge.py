@@ -11,7 +11,7 @@ from fakes.anthropic_server import FakeAnthropic
 from PIL import Image
 
 from clood_candy.pick.panel import judge_sheet
-from clood_candy.pick.records import PickCandidate, PickImage, PickPrompt, PickSheet
+from clood_candy.records import PickCandidate, PickImage, PickPrompt, PickSheet
 
 KEY = "sk-ant-test-samples-SECRET"
 FAST = {"backoff_initial": 0.01, "backoff_max": 0.05, "max_attempts": 3, "malformed_retries": 1, "timeout": 5}

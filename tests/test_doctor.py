@@ -14,8 +14,8 @@ from support.sd import module_ctx, recipe, train_set
 
 from clood_candy import doctor
 from clood_candy.cli import cli
-from clood_candy.records import ConfigFightResult, SampleImage, SampleSet, TrainOutcome
-from clood_candy.pick.records import PickCandidate, PickResult, PickSheet
+from clood_candy.records import (ConfigFightResult, PickCandidate, PickResult, PickSheet, SampleImage, SampleSet,
+                                 TrainOutcome)
 
 
 def _write(root, rel, data):

@@ -10,8 +10,7 @@ from clood_candy.cli import cli, open_run
 from clood_candy.errors import UserError
 from clood_candy.fighters import SampleJudge
 from clood_candy.pick.panel import decide, judge_sheet, ranks
-from clood_candy.records import Score
-from clood_candy.pick.records import PickCandidate, PickSheet, PickVote
+from clood_candy.records import PickCandidate, PickSheet, PickVote, Score
 
 
 def _sheet(*names, losses=None) -> PickSheet:

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from clood_candy.pick.panel import judge_sheet
-from clood_candy.pick.records import PickCandidate, PickImage, PickPrompt, PickSheet
+from clood_candy.records import PickCandidate, PickImage, PickPrompt, PickSheet
 from clood_candy.studio.render import _plan, _shoot
 
 SIZE = (192, 144)

@@ -11,8 +11,7 @@ from clood_candy.errors import UserError
 from clood_candy.pick.panel import decide, judge_sheet, sample_judges
 from clood_candy.pick.sheet import candidates, make_sheet
 from clood_candy.pick.votes import add_vote, load_votes
-from clood_candy.records import ConfigFightResult, TrainConfig, TrainOutcome, TrainSet
-from clood_candy.pick.records import PickResult
+from clood_candy.records import ConfigFightResult, PickResult, TrainConfig, TrainOutcome, TrainSet
 
 USER = "user"
 

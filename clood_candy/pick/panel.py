@@ -10,7 +10,7 @@ import time
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.fighters import SampleJudge
-from clood_candy.pick.records import PickResult, PickSheet, PickVote
+from clood_candy.records import PickResult, PickSheet, PickVote
 from clood_candy.records import Score
 
 

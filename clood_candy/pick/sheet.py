@@ -16,7 +16,7 @@ from pathlib import Path
 from clood_candy import fsutil
 from clood_candy.config import PickSettings
 from clood_candy.context import StageContext
-from clood_candy.pick.records import PickCandidate, PickImage, PickPrompt, PickSheet
+from clood_candy.records import PickCandidate, PickImage, PickPrompt, PickSheet
 from clood_candy.records import TrainOutcome, TrainSet
 
 # What a photographer's jellybean shoot rarely has, by kind: the first of each whose words

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from clood_candy import fsutil
-from clood_candy.pick.records import PickVote
+from clood_candy.records import PickVote
 
 VOTES = Path("train") / "pick" / "votes.json"
 

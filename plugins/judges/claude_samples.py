@@ -26,8 +26,7 @@ from typing import Any
 from clood_candy.fight.engine import resolve_orders
 from clood_candy.fighters import SampleJudge
 from clood_candy.hookspecs import hookimpl
-from clood_candy.records import Comparison, Score
-from clood_candy.pick.records import PickImage, PickSheet
+from clood_candy.records import Comparison, PickImage, PickSheet, Score
 from clood_candy_plugins import claude_common as cc
 from clood_candy_plugins.captioners.claude import load_prompt
 from clood_candy_plugins.judges.claude import ClaudeJudge, _options, parse_verdict, verdict_tool

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from clood_candy.fighters import SampleJudge
 from clood_candy.hookspecs import hookimpl
-from clood_candy.pick.records import PickSheet
+from clood_candy.records import PickSheet
 from clood_candy.records import Score
 from clood_candy_plugins.hf_models import availability, pick_device, unavailable_reason
 from clood_candy_plugins.judges.clip import _embedding, load_model, load_options, strip_trigger

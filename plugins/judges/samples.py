@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from clood_candy.fighters import SampleJudge
 from clood_candy.hookspecs import hookimpl
 from clood_candy.pick.votes import load_votes
-from clood_candy.pick.records import PickSheet
+from clood_candy.records import PickSheet
 from clood_candy.records import Score
 from clood_candy_plugins.captioners.colour_space import linear_to_oklab, to_linear
 

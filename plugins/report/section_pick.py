@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clood_candy.pick.records import PickResult
+from clood_candy.records import PickResult
 from clood_candy_plugins.report.media import image_cell, img, open_thumbnail
 from clood_candy_plugins.report.page import Section, esc, lesson, note, table
 from clood_candy_plugins.report.rundata import RunData

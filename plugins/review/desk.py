@@ -18,8 +18,7 @@ from clood_candy.edits import CaptionEdit, CaptionRefused, CropEdit, PhotoDecisi
 from clood_candy.errors import UserError
 from clood_candy.pick.fight import vote
 from clood_candy.plugins import load_plugins
-from clood_candy.records import Photo
-from clood_candy.pick.records import PickResult
+from clood_candy.records import Photo, PickResult
 from clood_candy_plugins.review import reprep, views
 
 MAX_WHY_CHARS = 500

@@ -16,8 +16,7 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from clood_candy import edits, fsutil
-from clood_candy.records import ConfigFightResult, Score
-from clood_candy.pick.records import PickCandidate, PickImage, PickResult
+from clood_candy.records import ConfigFightResult, PickCandidate, PickImage, PickResult, Score
 from clood_candy.runstore import RunStore
 from clood_candy_plugins.review.desk import MAX_WHY_CHARS, Refused
 

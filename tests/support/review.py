@@ -17,10 +17,8 @@ from clood_candy import fsutil
 from clood_candy.fighters import Captioner, Judge
 from clood_candy.pipeline import caption_stage
 from clood_candy.plugins import Registered
-from clood_candy.records import CaptionResult, ConfigFightResult, Photo
-from clood_candy.pick.records import PickCandidate, PickImage, PickPrompt
-from clood_candy.records import PrepEntry, PrepReport, Score, TrainConfig, TrainOutcome
-from clood_candy.pick.records import PickSheet
+from clood_candy.records import CaptionResult, ConfigFightResult, Photo, PickCandidate, PickImage, PickPrompt
+from clood_candy.records import PickSheet, PrepEntry, PrepReport, Score, TrainConfig, TrainOutcome
 
 COLOURS = ["red", "green", "yellow", "purple"]
 BACKGROUNDS = ["wooden surface", "white background"]
