@@ -41,7 +41,7 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lr, symptom, words", [(1e-9, "loss-not-falling", "learning_rate = 3e-09 (was 1e-09"),
-                                                (1.0, "loss-oscillating", "learning_rate = 0.333333 (was 1")])
+                                                (3.0, "loss-oscillating", "learning_rate = 1 (was 3")])  # 3.0: NaN by step 9
 def test_real_training_that_shows_the_symptom(tiny, tmp_path, lr, symptom, words):
     ctx, data, root = tiny
     config = recipe(name=f"lr{lr:g}", learning_rate=lr, steps=40, validate_every=5, checkpoint_every=1000,

@@ -73,7 +73,7 @@ def test_judges_of_the_wrong_kind_are_refused_in_one_line(make_ctx):
         _panel(ctx)
 
 
-# --- on the demo run (tiny random-weight base: the mechanics, not the art) ---------------
+# --- on the demo run (candy-mini, the learned miniature) ---------------------------------
 
 
 @pytest.fixture
@@ -93,7 +93,8 @@ def test_the_demo_ships_the_panels_choice_with_every_judges_scores(demo_run):
     assert len(pick["sheet"]["images"]) == 3 * len(pick["sheet"]["prompts"])
     for image in pick["sheet"]["images"]:
         assert (demo_run / image["image"]).is_file()
-    assert set(pick["scores"]) == {"subject-colour", "memorisation", "validation-loss"}
+    # on candy-mini the CLIP judges vote too, with the CLIP trained beside it
+    assert set(pick["scores"]) == {"subject-colour", "memorisation", "validation-loss", "clip-subject", "clip-prompt"}
     for judge, scores in pick["scores"].items():
         assert set(scores) == set(names), judge
         assert all(s["reason"] for s in scores.values())

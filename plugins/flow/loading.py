@@ -56,7 +56,7 @@ def load(kind: Kind, base: str, *, dtype: "torch.dtype | None" = None) -> Loaded
 
     cls = getattr(diffusers, kind.pipeline)
     dtype = dtype or torch.float32
-    common: dict[str, Any] = {} if dtype == torch.float32 else {"torch_dtype": dtype}
+    common: dict[str, Any] = {"dtype": dtype}
     if base == kind.tiny:
         return LoadedPipeline(cls.from_pretrained(kind.tiny_folder(), local_files_only=True, **common),
                               kind.family, "tiny", True)

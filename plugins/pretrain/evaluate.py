@@ -115,7 +115,7 @@ def look_arrival(run_root: Path) -> dict:
     samples = SampleSet.model_validate(fsutil.read_json(run_root / "samples" / "samples.json"))
     by_weight: dict[float, list[float]] = {}
     for s in samples.images:
-        if s.checkpoint == "final":
+        if s.checkpoint in ("final", "base"):  # weight 0 is the base alone, sampled once
             with Image.open(run_root / s.image) as image:
                 by_weight.setdefault(s.weight, []).append(teal_share(image))
     return {w: {"present": float(np.mean([v >= TEAL_PRESENT for v in shares])), "n": len(shares),

@@ -9,6 +9,7 @@ points of pretraining — a model learning to draw a jellybean from nothing.
 from __future__ import annotations
 
 import json
+import re
 
 from PIL import Image
 
@@ -72,7 +73,8 @@ def build(run: RunData) -> Section | None:
         prompts = ", ".join(f"“{esc(p) or '(empty prompt)'}”" for p in SNAPSHOT_PROMPTS)
         body.append(figure(f'<table class="snapshots">{"".join(cells)}</table>',
                            f"The same prompts and seeds at points of the UNet's training, left to right: {prompts}."))
-    body.append(f'<p>Rebuild it yourself: <span class="code">{esc(record.get("command", ""))}</span> '
+    command = re.sub(r"--out \S+", "--out DIR", record.get("command", ""))  # where it was built is no part of it
+    body.append(f'<p>Rebuild it yourself: <span class="code">{esc(command)}</span> '
                 f"(seed {esc(recipe.get('seed', 0))}; the recipe is plugins/pretrain/recipe.py).</p>")
     section = Section("base", TITLE)
     section.body = "".join(body)

@@ -146,7 +146,7 @@ class SDBase(TeachingMixin, LoadedBase):
         """(ss_base_model_version, modelspec architecture) for the LoRA's metadata."""
         from clood_candy_plugins.sd.metadata import base_version
 
-        return base_version(self.family, self.base, self.is_toy)
+        return base_version(self.family, self.base, self.clood_made)
 
     def lora_facts(self) -> dict[str, str]:
         """Training facts a LoRA's metadata carries beyond SD's ss_* keys (none for SD)."""

@@ -186,8 +186,9 @@ def load_pipeline(base: str, family: str, *, allow_pickle: bool = False, dtype: 
 
     dtype = dtype or torch.float32
     cls = _pipeline_class(family)
-    # float32 is the default; naming it would trip diffusers' torch_dtype→dtype deprecation.
-    common: dict[str, Any] = {} if dtype == torch.float32 else {"torch_dtype": dtype}
+    # Always named: a folder saved in fp16 (candy-mini, an SD fp16 variant) would otherwise load
+    # half its modules in fp16 and the rest in fp32, and fail at the first matmul.
+    common: dict[str, Any] = {"dtype": dtype}
     if family == "sd1":
         common.update(safety_checker=None, requires_safety_checker=False)
     if base in TINY_NAMES:
