@@ -212,7 +212,8 @@ def _render_demo_photos(ctx: StageContext) -> Path:
     target = ctx.run.path("demo_photos")
     if not (target / "labels.json").is_file():
         ctx.progress.say("Rendering the demo photo studio …")
-        render_studio(target, count=32, seed=ctx.config.seed)
+        # Teal beans: a look candy-mini never saw, so the LoRA has something new to learn.
+        render_studio(target, count=32, seed=ctx.config.seed, look="teal")
     return target
 
 

@@ -15,7 +15,7 @@ def test_every_stage_is_done_and_outputs_are_named(demo_run):
     assert {s: state.stages[s].status for s in STAGES} == dict.fromkeys(STAGES, "done")
     assert (demo_run / state.outputs["lora"]).is_file()
     assert (demo_run / state.outputs["report"]).is_file()
-    assert state.config["base"] == "tiny" and state.demo
+    assert state.config["base"] == "candy-mini" and state.demo
 
 
 def test_run_store_contract(demo_run):
@@ -51,13 +51,26 @@ def test_lora_is_kohya_keyed_with_alpha(demo_run):
     assert outcome["verification"].get("diffusers_load") is True
 
 
-def test_the_demo_lora_names_its_toy_base_and_the_report_never_sends_it_to_a_real_checkpoint(demo_run):
+def test_the_demo_lora_names_its_miniature_base_and_the_report_never_sends_it_to_a_real_checkpoint(demo_run):
     state = RunStore.open(demo_run).state
     with safe_open(str(demo_run / state.outputs["lora"]), framework="pt") as handle:
         meta = handle.metadata()
-    assert meta["ss_base_model_version"] == "clood_tiny" and meta["ss_sd_model_name"] == "tiny"
+    assert meta["ss_base_model_version"] == "clood_candy-mini" and meta["ss_sd_model_name"] == "candy-mini"
+    assert "loads on that miniature only" in meta["clood_toy_base"]
     html = (demo_run / state.outputs["report"]).read_text(encoding="utf-8")
     lora_section = html[html.index('data-section="lora"'):]
     lora_section = lora_section[:lora_section.index("</section>")]
-    assert "loads on that toy only" in lora_section
+    assert "loads on that miniature only" in lora_section
     assert "&lt;lora:" not in lora_section and "ComfyUI/models/loras" not in lora_section
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 open: the demo LoRA darkens and grows the beans but draws no teal yet (0 %)")
+def test_goal_the_demo_lora_brings_the_look_the_base_never_saw(demo_run):
+    """The demo's photos are teal beans, a colour candy-mini's pretraining held out: the
+    samples show it with the LoRA on and not without (issue 14: ≥ 60 % at weight 1, ≤ 10 % at 0)."""
+    from clood_candy_plugins.pretrain.evaluate import look_arrival
+
+    look = look_arrival(demo_run)
+    print("teal look per LoRA weight:", look)
+    assert look[1.0]["present"] >= 0.60
+    assert look[0.0]["present"] <= 0.10

@@ -35,7 +35,8 @@ def pretrain(recipe: Recipe, out: Path, progress: Progress, command: str,
     vae, vae_record = train_vae(recipe, shots, work, progress, device)
     progress.say(f"VAE: {vae_record['psnr_db']} dB PSNR on held-out shots")
     latents = cache_latents(vae, shots, work, progress)
-    vae.config.scaling_factor = float(latents["scaling_factor"])
+    # register_to_config, not config.x = …: a set attribute is read but never saved to config.json
+    vae.register_to_config(scaling_factor=float(latents["scaling_factor"]))
     unet, text_encoder, unet_record, _ = train_unet(recipe, shots, latents, clip, vae, tokenizer, work, progress)
     figures = {
         "shots": len(shots), "vae_psnr_db": vae_record["psnr_db"],

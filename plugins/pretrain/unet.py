@@ -70,8 +70,12 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
     unet, text_encoder = unet_model(), text_encoder_from(clip)
     models = torch.nn.ModuleDict({"unet": unet, "text": text_encoder}).to(device)
     ema = copy.deepcopy(models).requires_grad_(False)
-    optimizer = torch.optim.AdamW([{"params": unet.parameters(), "lr": recipe.unet.lr},
-                                   {"params": text_encoder.parameters(), "lr": recipe.text_lr}], weight_decay=0.01)
+    def adamw(lr: float) -> torch.optim.Optimizer:  # the text encoder at text_lr, scaled as the UNet's rate
+        return torch.optim.AdamW([{"params": unet.parameters(), "lr": lr},
+                                  {"params": text_encoder.parameters(), "lr": recipe.text_lr * lr / recipe.unet.lr}],
+                                 weight_decay=0.01)
+
+    optimizer = adamw(recipe.unet.lr)
     schedule = DDPMScheduler(**SCHEDULE)
     alpha_bar = schedule.alphas_cumprod
     snr = alpha_bar / (1 - alpha_bar)
@@ -82,7 +86,7 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
     snapshots.mkdir(parents=True, exist_ok=True)
     ema_params, live_params = list(ema.parameters()), list(models.parameters())
 
-    def step(i: int) -> dict[str, float]:
+    def step(i: int) -> dict[str, float]:  # i counts on across both cycles: each step its own batch
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_037 + i)
         rng = random.Random(f"unet:{recipe.seed}:{i}")
         idx = batch_index(train, recipe.unet.batch, gen)
@@ -93,6 +97,8 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
         prompts = ["" if rng.random() < recipe.caption_dropout else draw_caption(shots.labels[j], rng) for j in idx]
         ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         noise = torch.randn(x0.shape, generator=gen)
+        if i >= recipe.unet.steps and recipe.refine_noise_offset:
+            noise = noise + recipe.refine_noise_offset * torch.randn(*x0.shape[:2], 1, 1, generator=gen)
         t = torch.randint(0, schedule.config.num_train_timesteps, (len(idx),), generator=gen)
         noisy, noise, t = schedule.add_noise(x0, noise, t).to(device), noise.to(device), t.to(device)
         pred = unet(noisy, t, text_encoder(ids.to(device))[0]).sample
@@ -107,10 +113,12 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
             torch._foreach_lerp_(ema_params, live_params, 1 - decay)
         return {"loss": loss.item(), "mse": per.mean().item()}
 
+    total = recipe.unet.steps + (recipe.unet_refine.steps if recipe.unet_refine else 0)
+
     def snapshot(at: int) -> dict | None:
-        if at % recipe.snapshot_every and at != recipe.unet.steps:
+        if at % recipe.snapshot_every and at != total:
             return None
-        vae.config.scaling_factor = scale
+        vae.register_to_config(scaling_factor=scale)
         images = sample(ema["unet"], ema["text"], vae, tokenizer, SNAPSHOT_PROMPTS, seed=recipe.seed)
         name = f"step_{at:05d}.png"
         strip(images).save(snapshots / name)
@@ -118,7 +126,22 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
 
     record = run_stage("unet", work / "unet", recipe.unet, {"models": models, "ema": ema}, optimizer, step,
                        progress, snapshot)
+    if recipe.unet_refine is not None:
+        # step() reads `optimizer` from this scope: the second cycle steps the new one.
+        optimizer, first = adamw(recipe.unet_refine.lr), recipe.unet.steps
+        refine = run_stage("unet-refine", work / "unet-refine", recipe.unet_refine, {"models": models, "ema": ema},
+                           optimizer, lambda i: step(first + i), progress, lambda at: snapshot(first + at))
+        record = joined(record, refine, first)
     return ema["unet"].eval(), ema["text"].eval(), record, scale
+
+
+def joined(first: dict, second: dict, offset: int) -> dict:
+    """One record of both cycles, steps counted on (the report draws one curve)."""
+    shift = [{**row, "step": row["step"] + offset} for row in second["log"]]
+    evals = [{**row, "step": row["step"] + offset} for row in second.get("evals", [])]
+    return {**first, "steps": first["steps"] + second["steps"], "step": first["step"] + second["step"],
+            "log": first["log"] + shift, "evals": first.get("evals", []) + evals,
+            "seconds": first["seconds"] + second["seconds"], "cycles": [first["steps"], second["steps"]]}
 
 
 def held_out_loss(unet, text_encoder, latents: dict, shots: ShotSet, tokenizer, recipe: Recipe) -> float:
