@@ -78,23 +78,12 @@ SEEN = ("wrong colour", "wrong background", "generic")  # mistakes a picture can
 @pytest.mark.slow
 def test_judges_on_candy_mini_prefer_the_right_caption(tmp_path, make_ctx):
     """The agreement test of test_judge_agreement.py, on the learned base and its CLIP."""
-    from support.rubric import photo_for, right_caption, wrong_versions
+    from support.rubric import studio_pairs
 
-    from clood_candy.captions.render import render
     from clood_candy.fight.engine import Panel, run_fight
-    from clood_candy.records import Candidate, FightItem
-    from clood_candy.studio import render_studio
 
-    root = tmp_path / "studio"
-    shots = render_studio(root, count=32, seed=0)
+    items = studio_pairs(tmp_path / "studio")
     ctx = make_ctx(base="candy-mini")
-    items = []
-    for shot in shots:
-        photo = photo_for(root, shot.path)
-        right = render(right_caption(shot.labels), "tags", trigger="jlybn", class_word="jellybean")
-        for kind, wrong in wrong_versions(shot.labels, right_caption(shot.labels)).items():
-            items.append(FightItem(id=f"{shot.path}|{kind}", photo=photo, candidates=[
-                Candidate(fighter="right", text=right), Candidate(fighter="wrong", text=wrong)]))
     figures = {}
     for judge in ("diffusion-likelihood", "clip"):
         result = run_fight(items, Panel({judge: (ctx.registry.get("judge", judge), 1.0)}, {}), ctx)

@@ -48,3 +48,19 @@ def wrong_versions(labels, right: Chosen) -> dict[str, str]:
         "generic": "jlybn, a photo",
         "contradicts EXIF/folders": render(contradiction, "tags", **t),
     }
+
+
+def studio_pairs(root: Path, count: int = 32, seed: int = 0) -> list:
+    """Right-against-wrong caption pairs for studio shots, one per wrong kind; item ids are
+    "<shot>|<kind>", the right caption is fighter "right"."""
+    from clood_candy.records import Candidate, FightItem
+    from clood_candy.studio import render_studio
+
+    items = []
+    for shot in render_studio(root, count=count, seed=seed):
+        photo = photo_for(root, shot.path)
+        right = render(right_caption(shot.labels), "tags", trigger="jlybn", class_word="jellybean")
+        for kind, wrong in wrong_versions(shot.labels, right_caption(shot.labels)).items():
+            items.append(FightItem(id=f"{shot.path}|{kind}", photo=photo, candidates=[
+                Candidate(fighter="right", text=right), Candidate(fighter="wrong", text=wrong)]))
+    return items
