@@ -3,8 +3,8 @@ bean's colour and the background? Read by the project's own pixel analysis (visi
 colour and background namers, not a learned model), so the measure cannot share the
 model's mistakes. Also the VAE's PSNR on shots the training never saw.
 
-Used by the tests (thresholds there), by ``bench/candy_mini_bench.py`` and at the end of
-``clood pretrain`` (the figures go in pretraining/record.json).
+Used by the tests (thresholds there) and by ``bench/candy_mini_bench.py`` (figures in
+BENCHMARKS.md).
 """
 
 from __future__ import annotations
