@@ -245,3 +245,96 @@ def test_a_converted_florence_captions_whether_or_not_remote_code_is_trusted(mak
         assert captioner.unavailable(ctx) is None
         results = captioner.caption(photos_in(ctx.run.root, COLOURS[:1]), ctx)
         assert results["p0"].error is None and results["p0"].caption
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }} {% else %}USER: "
+                 "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} "
+                 "{% endif %}{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    """A LlavaForConditionalGeneration (tiny CLIP vision tower + tiny Llama) with a LlavaProcessor
+    and a chat template: the classes JoyCaption and llava-hf checkpoints load as."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    folder = tmp_path_factory.mktemp("tiny-chat-vlm")
+    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                        unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+                               num_additional_image_tokens=1)
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "initializer_range": 0.2}
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**small, image_size=32, patch_size=8),
+        text_config=LlamaConfig(**small, vocab_size=len(vocab), num_key_value_heads=2, max_position_embeddings=256,
+                                bos_token_id=2, eos_token_id=3, pad_token_id=0),
+        image_token_index=vocab["<image>"], vision_feature_select_strategy="default", vision_feature_layer=-1)
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def chat_vlm(make_ctx, folder, **options):
+    # An instruction in the tiny vocabulary: a prompt of unknown words has the random model answer <unk>.
+    opts = {"model": str(folder), "max_new_tokens": 6, "min_new_tokens": 3, "prompt": "a photo of the candy", **options}
+    ctx = make_ctx(plugins={"local-vlm": opts})
+    return ctx.registry.get("captioner", "local-vlm"), ctx
+
+
+def test_llava_class_model_captions_through_its_chat_template(make_ctx, tiny_llava):
+    captioner, ctx = chat_vlm(make_ctx, tiny_llava, temperature=0, batch_size=2)
+    assert captioner.unavailable(ctx) is None
+    results = captioner.caption(photos_in(ctx.run.root), ctx)
+
+    for result in results.values():
+        assert result.error is None, result.error
+        assert set(result.caption.split()) <= set(WORDS)  # only the answer: the prompt is cut off
+        assert result.details["family"] == "chat" and result.details["do_sample"] is False
+    assert len({r.caption for r in results.values()}) >= 3  # captions follow their images
+    one_by_one = captioner.caption(photos_in(ctx.run.root), chat_vlm(make_ctx, tiny_llava, temperature=0,
+                                                                     batch_size=1)[1])
+    assert {k: r.caption for k, r in one_by_one.items()} == {k: r.caption for k, r in results.items()}
+
+
+def test_chat_vlm_samples_at_the_guides_settings_and_a_rerun_gives_the_same_captions(make_ctx, tiny_llava):
+    captioner, ctx = chat_vlm(make_ctx, tiny_llava, max_new_tokens=8)
+    first = captioner.caption(photos_in(ctx.run.root), ctx)
+    again = captioner.caption(photos_in(ctx.run.root), ctx)
+    greedy = captioner.caption(photos_in(ctx.run.root), chat_vlm(make_ctx, tiny_llava, max_new_tokens=8,
+                                                                 temperature=0)[1])
+
+    settings = next(iter(first.values())).details
+    assert (settings["do_sample"], settings["temperature"], settings["top_p"]) == (True, 0.7, 0.9)
+    assert [r.caption for r in first.values()] == [r.caption for r in again.values()]
+    assert [r.caption for r in first.values()] != [r.caption for r in greedy.values()]
+
+
+def test_the_instruction_and_system_message_reach_the_model(make_ctx, tiny_llava):
+    plain = chat_vlm(make_ctx, tiny_llava, temperature=0)
+    asked = chat_vlm(make_ctx, tiny_llava, temperature=0, prompt="the red jellybean pile on wood",
+                     system="a photo of candy")
+    captions = [{k: r.caption for k, r in c.caption(photos_in(x.run.root), x).items()} for c, x in (plain, asked)]
+    assert captions[0] != captions[1]
+
+
+@pytest.mark.parametrize("model, family", [
+    ("Salesforce/blip-image-captioning-large", "blip"), ("microsoft/Florence-2-large", "florence"),
+    ("fancyfeast/llama-joycaption-beta-one-hf-llava", "chat"), ("llava-hf/llava-1.5-7b-hf", "chat"),
+    ("Qwen/Qwen2-VL-2B-Instruct", "chat")])
+def test_the_family_is_told_from_the_hub_id(model, family):
+    from clood_candy_plugins.captioners.local_vlm import LocalVlmOptions
+
+    opts = LocalVlmOptions(model=model)
+    assert opts.kind == family
+    assert opts.generation()["max_new_tokens"] == (1024 if family == "chat" else 40)
+    assert LocalVlmOptions(model=model, family="blip").kind == "blip"  # the user's word wins
