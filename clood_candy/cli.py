@@ -321,11 +321,12 @@ def open_run(run_dir: Path, quiet: bool = True) -> StageContext:
 @click.option("--repeats", type=int, default=10, show_default=True, help="kohya folder repeats.")
 def export(run_dir: Path, fmt: str, dest: Path, repeats: int) -> None:
     """Write the captioned dataset in the layout another trainer reads."""
-    from clood_candy.export import export_dataset
+    from clood_candy.export import export_dataset, trainer_job
 
     ctx = open_run(run_dir)
     where = export_dataset(ctx.run.path("dataset"), fmt, dest, trigger=ctx.config.trigger,
-                           class_word=ctx.config.class_word, repeats=repeats)
+                           class_word=ctx.config.class_word, repeats=repeats,
+                           job=trainer_job(ctx) if fmt == "ai-toolkit" else None)
     click.echo(f"exported to {where}")
 
 

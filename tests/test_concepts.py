@@ -3,6 +3,7 @@
 checks a user needs; then, end to end on the tiny base, two brands trained into one LoRA."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -123,3 +124,12 @@ def test_two_brands_train_one_lora_with_two_triggers_balanced_and_the_report_sho
     assert folders == ["10_jlybn jellybelly jellybean", f"{10 * r_sk}_jlybn sunkist jellybean"]
     config = (out / "dataset_config.toml").read_text()
     assert f"num_repeats = {10 * r_sk}" in config and 'class_tokens = "jlybn sunkist jellybean"' in config
+
+    import yaml
+
+    ait = tmp_path / "ai-toolkit"
+    exported = CliRunner().invoke(cli, ["export", str(run), "--format", "ai-toolkit", str(ait)])
+    assert exported.exit_code == 0, exported.output
+    datasets = yaml.safe_load((ait / "config.yaml").read_text())["config"]["process"][0]["datasets"]
+    assert {(Path(d["folder_path"]).name, d["trigger_word"], d["num_repeats"]) for d in datasets} == {
+        ("jellybelly", "jlybn jellybelly", 1), ("sunkist", "jlybn sunkist", r_sk)}

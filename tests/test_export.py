@@ -29,10 +29,25 @@ def test_kohya_folder_is_repeats_trigger_class(demo_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_ai_toolkit_is_one_folder_of_image_and_txt(demo_run, tmp_path):
+def test_ai_toolkit_is_one_folder_of_image_and_txt_and_a_job_that_trains_what_the_run_trained(demo_run, tmp_path):
+    import yaml
+
+    from clood_candy.records import TrainOutcome
+
     export(demo_run, "ai-toolkit", tmp_path / "ait")
     rows = dataset_rows(demo_run)
     assert len(list((tmp_path / "ait").glob("*.txt"))) == len(rows)
+
+    job = yaml.safe_load((tmp_path / "ait" / "config.yaml").read_text())
+    process = job["config"]["process"][0]
+    trained = TrainOutcome.model_validate_json((demo_run / "train" / "outcome.json").read_text()).config
+    assert process["type"] == "sd_trainer" and process["model"]["arch"] == "sd1"  # the demo's base is SD1-shaped
+    assert (process["train"]["steps"], process["train"]["lr"]) == (trained.steps, trained.learning_rate)
+    assert (process["network"]["linear"], process["network"]["linear_alpha"]) == (trained.rank, trained.alpha)
+    [dataset] = process["datasets"]
+    assert dataset["folder_path"] == str((tmp_path / "ait").resolve()) and dataset["trigger_word"] == "jlybn"
+    assert dataset["num_repeats"] == 1 and dataset["caption_ext"] == "txt"
+    assert "jlybn, jellybean" in process["sample"]["prompts"]
 
 
 @pytest.mark.slow
