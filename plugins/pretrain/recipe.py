@@ -37,12 +37,11 @@ class Recipe(BaseModel):
     # A second cosine cycle from where the first ended (a warm restart): the UNet keeps its
     # weights and EMA, the optimizer starts afresh at a lower rate. Sharper beans, same batches' law.
     unet_refine: StageSteps | None = StageSteps(steps=3000, batch=32, lr=2e-4, warmup=100, checkpoint_every=250)
-    # Offset noise in that cycle (kohya's --noise_offset): SD's schedule leaves the picture's mean
-    # colour in even the noisiest latents, so a base trained without it paints every background
-    # the same mud; a per-image shift in the noise teaches it to set white, wood or blue cloth.
-    refine_noise_offset: float = Field(0.1, ge=0)
     text_lr: float = Field(5e-5, description="the text encoder keeps learning with the UNet, slowly")
     ema: float = Field(0.999, ge=0, lt=1)
+    # Min-SNR-γ on the x0 error, counted from v-prediction's own weight (SNR + 1), so the
+    # noisiest steps — where a zero-terminal-SNR model must draw the layout from the text
+    # alone — keep weight 1 rather than the min(SNR, γ) → 0 of the ε-form.
     min_snr_gamma: float = 5.0
     snapshot_every: int = Field(500, ge=1, description="UNet steps between snapshot grids")
 
@@ -92,7 +91,12 @@ def unet_model():
         cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8, norm_num_groups=32)
 
 
-# SD1's noise schedule: the lesson about noise levels is the real one.
+# SD1's betas, rescaled to zero terminal SNR, with v-prediction (Lin et al. 2023, "Common
+# diffusion noise schedules and sample steps are flawed"; SD2 and NovelAI's v-models). The
+# first base, trained on SD1's schedule as is (ε, 0.0047 of the signal left at t = 999, and
+# offset noise later), learned colours crudely and backgrounds not at all: the noisiest step
+# still held the noise's own mean colour, so the text never had to set it. "trailing"
+# spacing samples from t = 999, the pure noise the model learned to start from.
 SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
             "beta_schedule": "scaled_linear", "clip_sample": False, "steps_offset": 1,
-            "prediction_type": "epsilon"}
+            "prediction_type": "v_prediction", "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}

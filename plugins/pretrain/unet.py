@@ -14,6 +14,7 @@ from clood_candy.progress import Progress
 from clood_candy_plugins.pretrain.data import ShotSet, draw_caption
 from clood_candy_plugins.pretrain.loop import run_stage
 from clood_candy_plugins.pretrain.recipe import SCHEDULE, Recipe, unet_model
+from clood_candy_plugins.sd.base import GUIDANCE_RESCALE
 from clood_candy_plugins.pretrain.stages import batch_index
 
 # The same prompts at every snapshot (and in the report): colour, background, layout, nothing.
@@ -46,7 +47,7 @@ def sample(unet, text_encoder, vae, tokenizer, prompts: list[str], seed: int, st
     side = unet.config.sample_size * pipe.vae_scale_factor
     with torch.no_grad():
         return pipe(prompts, generator=gens, num_inference_steps=steps, guidance_scale=guidance,
-                    height=side, width=side).images
+                    guidance_rescale=GUIDANCE_RESCALE, height=side, width=side).images
 
 
 def strip(images) -> "Image.Image":
@@ -78,8 +79,7 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
     optimizer = adamw(recipe.unet.lr)
     schedule = DDPMScheduler(**SCHEDULE)
     alpha_bar = schedule.alphas_cumprod
-    snr = alpha_bar / (1 - alpha_bar)
-    weight = (snr.clamp(max=recipe.min_snr_gamma) / snr).to(device)  # min-SNR-γ for ε-prediction
+    weight = v_weight(alpha_bar, recipe.min_snr_gamma).to(device)
     scale = float(latents["scaling_factor"])
     train, _ = shots.split(recipe.holdout)
     snapshots = work / "snapshots"
@@ -97,12 +97,11 @@ def train_unet(recipe: Recipe, shots: ShotSet, latents: dict, clip, vae, tokeniz
         prompts = ["" if rng.random() < recipe.caption_dropout else draw_caption(shots.labels[j], rng) for j in idx]
         ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         noise = torch.randn(x0.shape, generator=gen)
-        if i >= recipe.unet.steps and recipe.refine_noise_offset:
-            noise = noise + recipe.refine_noise_offset * torch.randn(*x0.shape[:2], 1, 1, generator=gen)
         t = torch.randint(0, schedule.config.num_train_timesteps, (len(idx),), generator=gen)
-        noisy, noise, t = schedule.add_noise(x0, noise, t).to(device), noise.to(device), t.to(device)
+        noisy, target = schedule.add_noise(x0, noise, t).to(device), schedule.get_velocity(x0, noise, t).to(device)
+        t = t.to(device)
         pred = unet(noisy, t, text_encoder(ids.to(device))[0]).sample
-        per = (pred - noise).pow(2).flatten(1).mean(1)
+        per = (pred - target).pow(2).flatten(1).mean(1)
         loss = (per * weight[t]).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(models.parameters(), 1.0)
@@ -144,8 +143,14 @@ def joined(first: dict, second: dict, offset: int) -> dict:
             "seconds": first["seconds"] + second["seconds"], "cycles": [first["steps"], second["steps"]]}
 
 
+def v_weight(alpha_bar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-timestep loss weight on the v-error: min(SNR + 1, γ) / (SNR + 1)."""
+    snr_1 = alpha_bar / (1 - alpha_bar).clamp_min(1e-12) + 1
+    return snr_1.clamp(max=gamma) / snr_1
+
+
 def held_out_loss(unet, text_encoder, latents: dict, shots: ShotSet, tokenizer, recipe: Recipe) -> float:
-    """ε-MSE on held-out shots at fixed noise and timesteps: the number the curve ends on."""
+    """v-MSE on held-out shots at fixed noise and timesteps: the number the curve ends on."""
     from diffusers import DDPMScheduler
 
     schedule = DDPMScheduler(**SCHEDULE)
@@ -160,5 +165,5 @@ def held_out_loss(unet, text_encoder, latents: dict, shots: ShotSet, tokenizer, 
     device = unet.device
     with torch.no_grad():
         pred = unet(schedule.add_noise(x0, noise, t).to(device), t.to(device), text_encoder(ids.to(device))[0]).sample
-    return float((pred.cpu() - noise).pow(2).mean())
+    return float((pred.cpu() - schedule.get_velocity(x0, noise, t)).pow(2).mean())
 

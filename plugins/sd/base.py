@@ -21,6 +21,9 @@ from clood_candy_plugins.sd.objective import NoisePrediction
 from clood_candy_plugins.sd.teaching import TeachingMixin
 
 NATIVE_RESOLUTION = {"sd1": 512, "sdxl": 1024}
+# The guidance rescale Lin et al. pair with a zero-terminal-SNR schedule: plain CFG on such a
+# model overexposes (its strongest guidance lands on the noisiest step).
+GUIDANCE_RESCALE = 0.7
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -140,6 +143,7 @@ class SDBase(TeachingMixin, LoadedBase):
         generator = torch.Generator("cpu").manual_seed(int(seed))
         return self.pipe(prompt=prompt, negative_prompt=negative_prompt or None,
                          num_inference_steps=steps or (8 if self.is_toy else 25), guidance_scale=7.0,
+                         guidance_rescale=self.guidance_rescale,
                          height=self.resolution, width=self.resolution, generator=generator).images[0]
 
     def model_version(self) -> tuple[str, str]:
@@ -161,6 +165,10 @@ class SDBase(TeachingMixin, LoadedBase):
 
         return verify_lora(self.pipe, kohya, family=self.family, config=config, resolution=resolution, prompt=prompt,
                            diffusers_file=diffusers_file)
+
+    @property
+    def guidance_rescale(self) -> float:
+        return GUIDANCE_RESCALE if self.scheduler_config.get("rescale_betas_zero_snr") else 0.0
 
     @property
     def prediction_type(self) -> str:

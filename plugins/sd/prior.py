@@ -63,7 +63,8 @@ def class_images(base: "SDBase", data: TrainSet, config: TrainConfig, resolution
                 gen = torch.Generator("cpu").manual_seed(step_seed(ctx.config.seed, -3, i))
                 with torch.no_grad():
                     image = base.pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=7.0, height=resolution,
-                                      width=resolution, generator=gen).images[0]
+                                      width=resolution, generator=gen,
+                                      guidance_rescale=getattr(base, "guidance_rescale", 0.0)).images[0]
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 fsutil.write_bytes(paths[i], buffer.getvalue())
