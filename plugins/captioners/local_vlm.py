@@ -64,7 +64,7 @@ class LocalVlmOptions(HfModelOptions):
     # Running code from a model's repository is the user's call, never implied by its name.
     trust_remote_code: bool = False
 
-    @property
+    @functools.cached_property  # read once: every batch asks
     def kind(self) -> str:
         """The family this model is run as: the folder's config.json says, else the name."""
         if self.family != "auto":
