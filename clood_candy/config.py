@@ -143,7 +143,10 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "base": "candy-mini",
     "prep": {"resolution": 64},
     "train": {"defaults": {"steps": 60, "rank": 4, "alpha": 4.0, "learning_rate": 3e-3, "batch_size": 2,
-                           "checkpoint_every": 20, "validate_every": 10, "lr_scheduler": "constant"},
+                           "checkpoint_every": 20, "validate_every": 10, "lr_scheduler": "constant",
+                           # the trigger is a word candy-mini never read: its text encoder learns it
+                           # too (UNet alone: the teal look in 2 of 6 samples, with it 5 of 6)
+                           "train_text_encoder": True, "text_encoder_lr": 1e-3},
               "fight": {"budgets": [20, 40]}},
     "sample": {"steps": 10},  # DPM-Solver++: 4 steps left candy-mini's beans a smear
 }

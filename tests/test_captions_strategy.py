@@ -143,3 +143,22 @@ def test_apply_for_run_counts_with_the_base_models_own_tokenizer(make_ctx):
     assert result.exact_tokens and result.token_window == 75
     assert result.tokens["p0"] == ctx.base().count_tokens(result.captions["p0"]) <= 75
     assert result.dropped["p0"][0] == "extra detail number 19"  # extras go first, last first
+
+
+def test_a_colour_in_every_photo_of_a_mixed_set_binds_to_the_trigger():
+    """Every bag has teal beans (named green) among others: "green" in every caption would
+    teach the base's green, so it binds to the trigger while the other colours stay."""
+    others = ["red", "blue", "yellow", "pink", "orange"]
+    raw = {f"p{i}": CaptionResult(caption="x", facts=PhotoFacts(
+        colours=["green", others[i % 5]] if i % 3 else ["green"], background="white" if i % 2 else "wood"))
+        for i in range(10)}
+    result = run(raw)
+    assert result.decisions["colours"].startswith("captioned (varies")
+    assert result.decisions["colours: green"] == "bound to trigger (in 100% of the photos: the subject's own colour)"
+    assert result.captions["p1"] == "jlybn, jellybean, blue, white background"
+    assert result.captions["p0"] == "jlybn, jellybean, wooden surface"
+    assert not any("green" in c for c in result.captions.values())
+    assert "green" in run(raw, "everything").captions["p0"]  # the counter-example says it all
+    raw["p9"] = CaptionResult(caption="x", facts=PhotoFacts(colours=["red"], background="white"))
+    raw["p8"] = CaptionResult(caption="x", facts=PhotoFacts(colours=["blue"], background="wood"))
+    assert "colours: green" not in run(raw).decisions  # 80 %: a colour the set varies in, captioned

@@ -43,7 +43,9 @@ def test_lora_is_kohya_keyed_with_alpha(demo_run):
     with safe_open(str(demo_run / state.outputs["lora"]), "pt") as f:
         keys = list(f.keys())
         meta = f.metadata()
-    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    # the demo trains the text encoder too: kohya's lora_te_ keys beside lora_unet_
+    assert keys and all(k.startswith(("lora_unet_", "lora_te_")) for k in keys)
+    assert any(k.startswith("lora_unet_") for k in keys) and any(k.startswith("lora_te_") for k in keys)
     modules = {k.rsplit(".", 2)[0] for k in keys if k.endswith(".lora_down.weight")}
     assert all(f"{m}.alpha" in keys and f"{m}.lora_up.weight" in keys for m in modules)
     assert meta.get("ss_network_dim")
@@ -64,7 +66,6 @@ def test_the_demo_lora_names_its_miniature_base_and_the_report_never_sends_it_to
     assert "&lt;lora:" not in lora_section and "ComfyUI/models/loras" not in lora_section
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 open: the demo LoRA darkens and grows the beans but draws no teal yet (0 %)")
 def test_goal_the_demo_lora_brings_the_look_the_base_never_saw(demo_run):
     """The demo's photos are teal beans, a colour candy-mini's pretraining held out: the
     samples show it with the LoRA on and not without (issue 14: ≥ 60 % at weight 1, ≤ 10 % at 0)."""

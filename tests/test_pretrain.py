@@ -90,10 +90,28 @@ def test_smoke_recipe_writes_loadable_folders(tmp_path):
     CLIPModel.from_pretrained(out / "clip")
     CLIPProcessor.from_pretrained(out / "clip")
     record = json.loads((out / "pretraining" / "record.json").read_text())
-    assert set(record["stages"]) == {"clip", "vae", "unet"} and record["command"].startswith("clood pretrain")
+    assert set(record["stages"]) == {"clip", "vae", "vae_decoder", "unet"} and record["command"].startswith("clood pretrain")
     assert record["figures"]["megabytes"] <= 30
+    # The decoder's colour stage left the encoder, so the latents the UNet learned in, alone.
+    from diffusers import AutoencoderKL
+
+    trained = torch.load(out / "work" / "vae" / "state.pt", weights_only=False)["modules"]["vae"]
+    shipped = AutoencoderKL.from_pretrained(out / "base", subfolder="vae").state_dict()
+    for key in ("encoder.conv_in.weight", "quant_conv.weight", "decoder.conv_out.weight"):
+        same = torch.equal(shipped[key], trained[key].half())
+        assert same == (not key.startswith("decoder")), key
     assert sorted(p.name for p in (out / "pretraining" / "snapshots").glob("*.png"))  # a model learning to draw
     # A second run finds every stage done: nothing is trained again.
     stamp = (out / "work" / "unet" / "state.pt").stat().st_mtime_ns
     assert CliRunner().invoke(cli, ["pretrain", "candy-mini", "--out", str(out), "--smoke", "-q"]).exit_code == 0
     assert (out / "work" / "unet" / "state.pt").stat().st_mtime_ns == stamp
+
+
+def test_turning_hues_keeps_greys_and_moves_red_to_green():
+    from clood_candy_plugins.pretrain.stages import rotate_hue
+
+    pixels = torch.tensor([[1.0, -1.0, -1.0], [0.2, 0.2, 0.2]]).T.reshape(1, 3, 1, 2)  # red, grey
+    turned = rotate_hue(pixels, torch.tensor([2 * torch.pi / 3]))
+    assert torch.allclose(turned[0, :, 0, 0], torch.tensor([-1.0, 1.0, -1.0]), atol=1e-5)
+    assert torch.allclose(turned[0, :, 0, 1], pixels[0, :, 0, 1], atol=1e-5)
+    assert torch.equal(rotate_hue(pixels, torch.zeros(1)), pixels)

@@ -6,7 +6,9 @@ seeds' captioning advice:
 - In the caption = the model learns to tell it apart (you can prompt for it later).
   Not in the caption = the model binds it to the trigger (it comes with the trigger).
 - So what varies across the set is captioned and what is (nearly) constant is left out,
-  decided from the set itself: per concept, the share of its most common value.
+  decided from the set itself: per concept, the share of its most common value. Colours
+  are also weighed one by one: a colour in (nearly) every photo of a mixed set is the
+  subject's own (every bag has teal beans) and binds to the trigger; the rest are captioned.
 - The LoRA type decides what is never captioned (an object LoRA's own look, a style
   LoRA's lighting, a scene LoRA's setting).
 - Trigger first, exactly once; one word per concept (``vocab``); no duplicates, no
@@ -211,13 +213,25 @@ def _decide(all_facts: dict[str, PhotoFacts], never: frozenset[str]) -> tuple[di
             decisions[concept] = f"bound to trigger (constant: {shown} in {share:.0%})"
         else:
             decisions[concept] = f"captioned (varies: {len(values)} values, most common {shown} in {share:.0%})"
+            if concept == "colours":
+                decisions.update(_constant_colours(all_facts))
     return decisions, shares
 
 
-def _choose(facts: PhotoFacts, include: set[str]) -> Chosen:
+def _constant_colours(all_facts: dict[str, PhotoFacts]) -> dict[str, str]:
+    """``colours: <word>`` → why it binds, for each colour in (nearly) every photo whose
+    colours are known while the sets of colours vary: left in, it would teach the base
+    model's idea of that word instead of the photos' own shade."""
+    known = [f for f in all_facts.values() if f.colours]
+    counts = Counter(c for f in known for c in set(f.colours))
+    return {f"colours: {c}": f"bound to trigger (in {n / len(known):.0%} of the photos: the subject's own colour)"
+            for c, n in counts.most_common() if n / len(known) >= CONSTANT_SHARE}
+
+
+def _choose(facts: PhotoFacts, include: set[str], bound: set[str]) -> Chosen:
     chosen = Chosen(count=facts.count)
     if "colours" in include:
-        chosen.colours = list(facts.colours)
+        chosen.colours = [c for c in facts.colours if f"colours: {c}" not in bound]
     if "speckled" in include:
         chosen.speckled = bool(facts.speckled)
     if "arrangement" in include:
@@ -289,10 +303,11 @@ def apply_strategy(raw: dict[str, CaptionResult], photos: list[Photo], strategy:
     else:
         include = set(varying)
     result.captioned = [c for c in decisions if c in include]
+    bound = set() if strategy == "everything" else {c for c in decisions if c.startswith("colours: ")}
 
     shorten = strategy in ("auto", "short", "no-context")
     for photo_id, facts in all_facts.items():
-        chosen = _drop_conflicts(_choose(facts, include), photo_id, result.warnings)
+        chosen = _drop_conflicts(_choose(facts, include, bound), photo_id, result.warnings)
         text = render(chosen, chosen_style, trigger=trigger, class_word=class_word)
         total, tail = overflow(text, count, token_window)
         if tail and shorten:

@@ -33,6 +33,9 @@ class Recipe(BaseModel):
     vae: StageSteps = StageSteps(steps=2500, batch=32, lr=1e-3, warmup=100)
     vae_crop: int = Field(32, description="VAE trains on random crops (it is fully convolutional)")
     vae_kl: float = 1e-6
+    # The decoder again, encoder frozen, on shots with their colours turned: any colour, not
+    # just the palette's (stages.tune_vae_decoder). None: the VAE stage's decoder ships.
+    vae_decoder: StageSteps | None = StageSteps(steps=1500, batch=32, lr=3e-4, warmup=50)
     unet: StageSteps = StageSteps(steps=4000, batch=32, lr=4e-4, warmup=200, checkpoint_every=250)
     # A second cosine cycle from where the first ended (a warm restart): the UNet keeps its
     # weights and EMA, the optimizer starts afresh at a lower rate. Sharper beans, same batches' law.
@@ -52,6 +55,7 @@ class Recipe(BaseModel):
             "shots": 48, "holdout": 8, "snapshot_every": 2,
             "clip": self.clip.model_copy(update={**tiny, "batch": 8}),
             "vae": self.vae.model_copy(update={**tiny, "batch": 4}),
+            "vae_decoder": self.vae_decoder and self.vae_decoder.model_copy(update={**tiny, "batch": 4}),
             "unet": self.unet.model_copy(update={**tiny, "batch": 4}),
             "unet_refine": self.unet_refine and self.unet_refine.model_copy(update={**tiny, "batch": 4})})
 

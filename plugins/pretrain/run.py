@@ -13,7 +13,7 @@ from clood_candy.progress import Progress
 from clood_candy_plugins.pretrain import export
 from clood_candy_plugins.pretrain.data import ShotSet, render_chunks
 from clood_candy_plugins.pretrain.recipe import Recipe
-from clood_candy_plugins.pretrain.stages import cache_latents, train_clip, train_vae
+from clood_candy_plugins.pretrain.stages import cache_latents, train_clip, train_vae, tune_vae_decoder
 from clood_candy_plugins.pretrain.unet import held_out_loss, train_unet
 
 
@@ -34,17 +34,22 @@ def pretrain(recipe: Recipe, out: Path, progress: Progress, command: str,
     clip, clip_record = train_clip(recipe, shots, work, tokenizer, progress, device)
     vae, vae_record = train_vae(recipe, shots, work, progress, device)
     progress.say(f"VAE: {vae_record['psnr_db']} dB PSNR on held-out shots")
+    decoder_record = tune_vae_decoder(recipe, vae, shots, work, progress, device) if recipe.vae_decoder else None
+    if decoder_record:
+        progress.say(f"VAE decoder, any colour: {decoder_record['psnr_db']} dB on held-out shots, "
+                     f"{decoder_record['turned_psnr_db']} dB on them with their colours turned")
     latents = cache_latents(vae, shots, work, progress)
     # register_to_config, not config.x = …: a set attribute is read but never saved to config.json
     vae.register_to_config(scaling_factor=float(latents["scaling_factor"]))
     unet, text_encoder, unet_record, _ = train_unet(recipe, shots, latents, clip, vae, tokenizer, work, progress)
     figures = {
-        "shots": len(shots), "vae_psnr_db": vae_record["psnr_db"],
+        "shots": len(shots), "vae_psnr_db": (decoder_record or vae_record)["psnr_db"],
         "unet_held_out_mse": round(held_out_loss(unet, text_encoder, latents, shots, tokenizer, recipe), 4),
         "parameters_m": {name: round(sum(p.numel() for p in m.parameters()) / 1e6, 3)
                          for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder),
                                          ("clip", clip))},
         "seconds": {"clip": round(clip_record["seconds"]), "vae": round(vae_record["seconds"]),
+                    "vae_decoder": round(decoder_record["seconds"]) if decoder_record else 0,
                     "unet": round(unet_record["seconds"])},
         "threads": torch.get_num_threads(), "device": str(device),
     }
@@ -55,6 +60,8 @@ def pretrain(recipe: Recipe, out: Path, progress: Progress, command: str,
     export.write_clip(out / export.CLIP, clip, tokenizer, recipe.side)
     figures["megabytes"] = round(export.folder_megabytes(out / export.BASE) + export.folder_megabytes(out / export.CLIP), 1)
     stages = {"clip": clip_record, "vae": vae_record, "unet": unet_record}
+    if decoder_record:
+        stages["vae_decoder"] = decoder_record
     export.write_record(out / export.RECORD, recipe, stages, figures, work / "snapshots", command)
     progress.say(f"done in {time.perf_counter() - started:.0f} s this run: {out / export.BASE} "
                  f"({figures['megabytes']} MB with the CLIP model)")
