@@ -23,7 +23,7 @@ from clood_candy_plugins.hf_models import availability, pick_device, unavailable
 from clood_candy_plugins.judges.clip import _embedding, load_model, load_options, strip_trigger
 
 
-class _ClipModel:
+class ClipModel:
     def __init__(self, ctx):
         opts = load_options(ctx)
         reason, local_only = availability(opts.model, opts.revision)
@@ -72,7 +72,7 @@ class ClipSubject(_ClipSampleJudge):
     description = "CLIP-I: image-embedding similarity of samples of held-out captions to those photos."
 
     def score_samples(self, sheet: PickSheet, ctx) -> dict[str, Score]:
-        clip = _ClipModel(ctx)
+        clip = ClipModel(ctx)
         pairs = [(c.name, str(ctx.run.path(i.image)), sheet.prompts[i.prompt].photo)
                  for c in sheet.candidates for i in sheet.of(c.name, "held-out") if sheet.prompts[i.prompt].photo]
         if not pairs:
@@ -92,7 +92,7 @@ class ClipPrompt(_ClipSampleJudge):
     description = "CLIP-T: text–image similarity of the novel prompts (trigger removed) to their samples."
 
     def score_samples(self, sheet: PickSheet, ctx) -> dict[str, Score]:
-        clip = _ClipModel(ctx)
+        clip = ClipModel(ctx)
         found = [(c.name, str(ctx.run.path(i.image)), i.prompt) for c in sheet.candidates
                  for i in sheet.of(c.name, "novel")]
         if not found:

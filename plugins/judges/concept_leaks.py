@@ -16,7 +16,6 @@ runs it (no hook follows sampling).
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from clood_candy import fsutil
+from clood_candy.edits import dataset_rows
 from clood_candy.records import ConceptInfo, ConceptSet, Photo, PrepReport, Record, SampleImage, SampleSet
 
 if TYPE_CHECKING:
@@ -79,16 +79,8 @@ def concept_samples(samples: SampleSet, run_trigger: str, concepts: list[Concept
 
 def concept_photos(root: Path, concepts: list[ConceptInfo]) -> dict[str, list[Path]]:
     """trigger → its photos' files: the dataset's copies (what training saw), else prep's."""
-    where: dict[str, Path] = {}
-    meta = root / "dataset" / "metadata.jsonl"
-    if meta.is_file():
-        for line in meta.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line) if line.strip() else None
-            except ValueError:  # a torn line (a run killed mid-write) costs that row only
-                continue
-            if isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("file_name"), str):
-                where[row["id"]] = root / "dataset" / row["file_name"]
+    where = {row["id"]: root / "dataset" / row["file_name"] for row in dataset_rows(root)
+             if isinstance(row.get("id"), str) and isinstance(row.get("file_name"), str)}
     prep = root / "prep" / "report.json"
     if prep.is_file():
         photos: list[Photo] = PrepReport.model_validate(fsutil.read_json(prep)).photos
@@ -147,11 +139,11 @@ def measure(root: Path, ctx: "StageContext") -> ConceptLeaks:
                             problems=problems)
     from clood_candy_plugins import candy_mini
     from clood_candy_plugins.judges.clip import load_options
-    from clood_candy_plugins.judges.clip_samples import _ClipModel  # the sample judges' embedding, reused
+    from clood_candy_plugins.judges.clip_samples import ClipModel  # the sample judges' embedding, reused
 
     try:
         model = load_options(ctx).model
-        clip = _ClipModel(ctx)
+        clip = ClipModel(ctx)
     except Exception as exc:  # no weights, bad options, no hub: the check sits out, the report goes on
         return ConceptLeaks(sat_out=f"no CLIP model to embed with ({_first_line(exc)})", problems=problems)
     shipped = candy_mini.folder("clip")
