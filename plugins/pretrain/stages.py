@@ -60,6 +60,14 @@ def train_clip(recipe: Recipe, shots: ShotSet, work: Path, tokenizer, progress: 
     return model.eval(), record
 
 
+def vae_crops(recipe: Recipe, shots: ShotSet, train: np.ndarray, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """A batch as both VAE stages see it: random shots, one random crop, half flipped."""
+    x = shots.pixels(batch_index(train, batch, gen))
+    crop = recipe.vae_crop
+    top, left = (int(v) for v in torch.randint(0, recipe.side - crop + 1, (2,), generator=gen))
+    return flip(x[:, :, top:top + crop, left:left + crop], gen)
+
+
 def psnr(vae, pixels: torch.Tensor) -> float:
     """Mean PSNR (dB, images in [0, 1]) of the VAE's reconstructions from the posterior mode."""
     with torch.no_grad():
@@ -77,13 +85,10 @@ def train_vae(recipe: Recipe, shots: ShotSet, work: Path, progress: Progress, de
     optimizer = torch.optim.AdamW(vae.parameters(), lr=recipe.vae.lr, weight_decay=0.0)
     train, held = shots.split(recipe.holdout)
     held_pixels = shots.pixels(held).to(device)
-    crop = recipe.vae_crop
 
     def step(i: int) -> dict[str, float]:
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_033 + i)
-        x = shots.pixels(batch_index(train, recipe.vae.batch, gen))
-        top, left = (int(v) for v in torch.randint(0, recipe.side - crop + 1, (2,), generator=gen))
-        x = flip(x[:, :, top:top + crop, left:left + crop], gen).to(device)
+        x = vae_crops(recipe, shots, train, recipe.vae.batch, gen).to(device)
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample(gen)).sample  # diffusers draws a CPU generator's noise on the CPU
         mse, l1 = F.mse_loss(rec, x), F.l1_loss(rec, x)
@@ -133,13 +138,10 @@ def tune_vae_decoder(recipe: Recipe, vae, shots: ShotSet, work: Path, progress: 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     train, held = shots.split(recipe.holdout)
     held_pixels = shots.pixels(held).to(device)
-    crop = recipe.vae_crop
 
     def step(i: int) -> dict[str, float]:
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_039 + i)
-        x = shots.pixels(batch_index(train, cfg.batch, gen))
-        top, left = (int(v) for v in torch.randint(0, recipe.side - crop + 1, (2,), generator=gen))
-        x = flip(x[:, :, top:top + crop, left:left + crop], gen)
+        x = vae_crops(recipe, shots, train, cfg.batch, gen)
         turned = torch.rand(x.shape[0], generator=gen) < 0.5
         angles = torch.rand(x.shape[0], generator=gen) * 2 * torch.pi * turned
         x = rotate_hue(x, angles).to(device)
