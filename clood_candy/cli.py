@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from clood_candy import fsutil
-from clood_candy.config import DEMO_OVERRIDES, CloodConfig, deep_merge, load_config, reload_config
+from clood_candy.config import CloodConfig, deep_merge, load_config, load_demo_config, reload_config
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.plugins import build_registry, load_plugins, pm
@@ -115,7 +115,7 @@ def candy(photos: Path | None, demo: bool, base: str | None, config_path: Path |
         demo = run.state.demo
         source = Path(run.state.source) if run.state.source else None
     else:
-        config = load_config(config_path, overrides, layers=[DEMO_OVERRIDES] if demo else None)
+        config = load_demo_config(config_path, overrides) if demo else load_config(config_path, overrides)
         if demo and photos is None:
             source = None  # rendered into the run folder below
         elif photos is None:

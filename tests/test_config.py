@@ -51,3 +51,14 @@ def test_the_readme_clood_toml_example_is_a_valid_config():
     config = load_config(None, tomllib.loads(example))
     assert config.trigger == "jlybn" and config.train.defaults.variant == "lora"
     assert config.caption.judges == {"rubric": 1.0, "diffusion-likelihood": 0.5}
+
+
+def test_the_demo_trains_candy_minis_text_encoder_but_not_a_flow_bases(tmp_path):
+    from clood_candy.config import load_demo_config
+
+    assert load_demo_config(None).train.defaults.train_text_encoder is True
+    # Flux and SD3 train the transformer alone: the demo on them must not ask for more
+    assert load_demo_config(None, {"base": "tiny-flux"}).train.defaults.train_text_encoder is False
+    mine = tmp_path / "clood.toml"
+    mine.write_text("[train.defaults]\ntrain_text_encoder = false\n")
+    assert load_demo_config(mine).train.defaults.train_text_encoder is False
