@@ -116,6 +116,11 @@ def test_two_brands_train_one_lora_with_two_triggers_balanced_and_the_report_sho
     report = (run / "report.html").read_text()
     assert "Concepts: 2 triggers in one LoRA" in report
     assert "jlybn jellybelly" in report and "jlybn sunkist" in report
+    # the leak check beside the samples: each brand's word matched to the photos it draws like
+    assert "Does each concept's word draw that concept?" in report
+    leaks = json.loads((run / "samples" / "concept_leaks.json").read_text())
+    print("concept leaks:", json.dumps(leaks.get("matrix"), sort_keys=True), leaks.get("sat_out"))
+    assert leaks.get("sat_out") or set(leaks["matrix"]) == {"jellybelly", "sunkist"}
 
     out = tmp_path / "kohya"
     exported = CliRunner().invoke(cli, ["export", str(run), "--format", "kohya", str(out), "--repeats", "10"])

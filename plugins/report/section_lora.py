@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from clood_candy.records import SampleImage
+from clood_candy_plugins.report import concept_leaks
 from clood_candy_plugins.report.media import img
 from clood_candy_plugins.report.page import Section, details, esc, lesson, megabytes, note, number, table
 from clood_candy_plugins.report.rundata import RunData
@@ -205,6 +206,7 @@ def build(run: RunData) -> Section:
         "Weight 0 is the base model alone; as the weight rises, the LoRA pushes the same starting noise towards "
         "what it learned from your photos.")]
     body.append(weight_grid(run))
+    body.append(concept_leaks.html(run))
     if lora is None:
         section.missing = esc(run.why.get("lora", "no LoRA yet")) + "."
         section.body = "".join(body)
