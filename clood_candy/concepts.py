@@ -59,10 +59,21 @@ def resolve(config: CloodConfig, photos: list[Photo],
         if claims:
             members[claims[0].name].append(photo.id)
     concepts = []
+    taken: dict[str, str] = {}  # trigger → the concept that has it
     for c in declared:
         trigger = c.trigger or trigger_of(c.name)
         if trigger == config.trigger:
             warnings.append(f"concept {c.name}: its trigger '{trigger}' is the run's own; give it another")
+        if trigger in taken:
+            # Repeats, export folders and the leak check are keyed by trigger: two concepts on
+            # one word would silently train as one.
+            clash, n = trigger, 2
+            while f"{clash}{n}" in taken:
+                n += 1
+            trigger = f"{clash}{n}"
+            warnings.append(f"concepts {taken[clash]} and {c.name} both make the trigger '{clash}': {c.name} trains "
+                            f"as '{trigger}'; set trigger = \"...\" in its [[concepts]] entry to choose the word")
+        taken[trigger] = c.name
         concepts.append(ConceptInfo(name=c.name, trigger=trigger, class_word=c.class_word or config.class_word,
                                     photos=members[c.name]))
     for c in [c for c in concepts if not c.photos]:
@@ -106,9 +117,13 @@ def _trigger_warnings(c: ConceptInfo, tokens: Callable[[str], int] | None) -> li
     return out
 
 
-def with_trigger(caption: str, run_trigger: str, concept_trigger: str) -> str:
+def with_trigger(caption: str, run_trigger: str, concept_trigger: str, run_class: str = "",
+                 concept_class: str = "") -> str:
     """The caption with the concept's trigger right after the run's (the first tag stays
-    the trigger tag, so tag shuffling keeps both in place)."""
+    the trigger tag, so tag shuffling keeps both in place), and the concept's own class word
+    where it names one ("gummy bear" in the place of the run's "jellybean")."""
+    if run_class and concept_class and concept_class != run_class:
+        caption = re.sub(rf"\b{re.escape(run_class)}\b", concept_class, caption)
     pattern = re.compile(rf"\b{re.escape(run_trigger)}\b")
     if pattern.search(caption):
         return pattern.sub(f"{run_trigger} {concept_trigger}", caption, count=1)

@@ -28,6 +28,7 @@ class TrainerJob(BaseModel):
     resolution: int
     prompts: list[str]
     seed: int = 0
+    guidance_scale: float | None = None  # the run's [sample] guidance_scale; None: the family's usual
 
 
 def _rows(dataset: Path) -> list[dict]:
@@ -39,12 +40,19 @@ def _rows(dataset: Path) -> list[dict]:
 
 def _concept_repeats(dataset: Path) -> dict[str, int]:
     """A concept's trigger → its balancing repeats (dataset/concepts.json; none: one concept)."""
+    return {c.trigger: c.repeats for c in _concepts(dataset)}
+
+
+def _concept_classes(dataset: Path) -> dict[str, str]:
+    """A concept's trigger → its class word (a [[concepts]] entry may name its own)."""
+    return {c.trigger: c.class_word for c in _concepts(dataset) if c.class_word}
+
+
+def _concepts(dataset: Path) -> list:
     from clood_candy.records import ConceptSet
 
     path = dataset / "concepts.json"
-    if not path.is_file():
-        return {}
-    return {c.trigger: c.repeats for c in ConceptSet.model_validate(fsutil.read_json(path)).concepts}
+    return ConceptSet.model_validate(fsutil.read_json(path)).concepts if path.is_file() else []
 
 
 def export_dataset(dataset: Path, fmt: str, dest: Path, *, trigger: str, class_word: str, repeats: int = 10,
@@ -56,7 +64,7 @@ def export_dataset(dataset: Path, fmt: str, dest: Path, *, trigger: str, class_w
     ai-toolkit's ``run.py`` trains from (a dataset per concept with its trigger and repeats);
     imagefolder: images + ``metadata.jsonl`` (file_name, text) as HF ``datasets`` reads it."""
     rows = _rows(dataset)
-    concept_repeats = _concept_repeats(dataset)
+    concept_repeats, concept_classes = _concept_repeats(dataset), _concept_classes(dataset)
     if fmt not in ("kohya", "ai-toolkit", "imagefolder"):
         raise UserError(f"unknown export format '{fmt}' (kohya, ai-toolkit, imagefolder)")
     if fmt == "kohya" and repeats < 1:
@@ -67,7 +75,8 @@ def export_dataset(dataset: Path, fmt: str, dest: Path, *, trigger: str, class_w
         tokens = f"{trigger} {concept}" if concept else trigger
         if fmt == "kohya":
             times = repeats * concept_repeats.get(concept, 1)
-            return dest / f"{times}_{tokens} {class_word}", times, f"{tokens} {class_word}"
+            word = concept_classes.get(concept, class_word)
+            return dest / f"{times}_{tokens} {word}", times, f"{tokens} {word}"
         return (dest / concept if concept else dest), 1, tokens
 
     lines, folders = [], {}
@@ -124,7 +133,7 @@ def ai_toolkit_config(job: TrainerJob, datasets: list[tuple[Path, int, str]]) ->
                   "is_v_pred": r.prediction_type == "v_prediction", "quantize": job.family == "flux"},
         "sample": {"sampler": "flowmatch" if flow else "ddpm", "sample_every": max(r.checkpoint_every, 1),
                    "width": job.resolution, "height": job.resolution, "prompts": job.prompts, "seed": job.seed,
-                   "walk_seed": True, "guidance_scale": 4 if flow else 7, "sample_steps": 20 if flow else 25},
+                   "walk_seed": True, "guidance_scale": job.guidance_scale or (4 if flow else 7), "sample_steps": 20 if flow else 25},
     }
     if r.text_encoder_lr is not None:
         process["train"]["text_encoder_lr"] = r.text_encoder_lr
@@ -154,4 +163,5 @@ def trainer_job(ctx) -> TrainerJob:
         raise UserError("cannot tell the training resolution: run prep first, or set prep.resolution")
     return TrainerJob(name=ctx.config.name, base=ctx.config.base, family=ctx.family().name, recipe=recipe,
                       recipe_source=source, resolution=resolution,
-                      prompts=list(dict.fromkeys(ctx.config.sample.prompts + default_prompts(ctx))), seed=ctx.config.seed)
+                      prompts=list(dict.fromkeys(ctx.config.sample.prompts + default_prompts(ctx))), seed=ctx.config.seed,
+                      guidance_scale=ctx.config.sample.guidance_scale)

@@ -67,6 +67,19 @@ def test_the_concept_trigger_goes_right_after_the_runs_in_every_caption_style():
     assert trigger_of("Speckled & Co.") == "speckledco"
 
 
+def test_two_folders_that_make_one_trigger_get_two_and_a_warning():
+    config = load_config(None, {"concepts_from": "folders"})
+    found = resolve(config, shoot({"Jelly Belly": 20, "jelly_belly": 20}))
+    assert [c.trigger for c in found.concepts] == ["jellybelly", "jellybelly2"]
+    assert any("concepts Jelly Belly and jelly_belly both make the trigger 'jellybelly': jelly_belly trains as "
+               "'jellybelly2'" in w for w in found.warnings)
+
+
+def test_a_concepts_own_class_word_replaces_the_runs_in_its_captions():
+    assert with_trigger("jlybn, jellybean, red", "jlybn", "gb", "jellybean", "gummy bear") == "jlybn gb, gummy bear, red"
+    assert with_trigger("jlybn, a red jellybean.", "jlybn", "sk", "jellybean", "jellybean") == "jlybn sk, a red jellybean."
+
+
 def test_no_concepts_unless_asked():
     assert resolve(load_config(None), shoot({"jelly-belly": 3, "sunkist": 3})) == ConceptSet()
 
@@ -120,7 +133,8 @@ def test_two_brands_train_one_lora_with_two_triggers_balanced_and_the_report_sho
     assert "Does each concept's word draw that concept?" in report
     leaks = json.loads((run / "samples" / "concept_leaks.json").read_text())
     print("concept leaks:", json.dumps(leaks.get("matrix"), sort_keys=True), leaks.get("sat_out"))
-    assert leaks.get("sat_out") or set(leaks["matrix"]) == {"jellybelly", "sunkist"}
+    assert not leaks.get("sat_out")  # candy-mini ships its CLIP: the check must measure here
+    assert set(leaks["matrix"]) == {"jellybelly", "sunkist"}
 
     out = tmp_path / "kohya"
     exported = CliRunner().invoke(cli, ["export", str(run), "--format", "kohya", str(out), "--repeats", "10"])

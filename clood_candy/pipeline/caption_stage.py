@@ -176,7 +176,8 @@ def _write_dataset(ctx: StageContext, photos: list[Photo], finals: dict[str, dic
         concept = concepts.of(photo.id)
         row = {"file_name": Path(photo.image).name, "id": photo.id, "source": photo.source}
         if concept is not None:
-            caption = with_trigger(caption, ctx.config.trigger, concept.trigger)
+            caption = with_trigger(caption, ctx.config.trigger, concept.trigger, ctx.config.class_word,
+                                   concept.class_word)
             row["concept"] = concept.trigger
         image = row["file_name"]
         shutil.copyfile(ctx.run.path(photo.image), dataset / image)
