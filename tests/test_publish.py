@@ -193,3 +193,30 @@ def test_a_multi_concept_lora_lists_each_brands_trigger(tmp_path):
     assert publish(run, "--card-only").exit_code == 0
     text = (run / "publish" / "README.md").read_text()
     assert "| `jlybn jellybelly` | jelly-belly: 2 photos |" in text and "| `jlybn sunkist` | sunkist: 1 photo |" in text
+
+
+def test_the_card_carries_the_leak_check_and_every_concepts_grid(tmp_path):
+    from PIL import Image
+
+    from clood_candy.records import ConceptInfo, ConceptSet
+    from clood_candy_plugins.judges.concept_leaks import ConceptLeak, ConceptLeaks
+
+    run = finished_run(tmp_path / "run")
+    fsutil.write_json(run / "dataset" / "concepts.json", ConceptSet(concepts=[
+        ConceptInfo(name="jelly-belly", trigger="jellybelly", class_word="jellybean", photos=["a", "b"]),
+        ConceptInfo(name="sunkist", trigger="sunkist", class_word="jellybean", photos=["c"], repeats=2)]))
+    fsutil.write_json(run / "samples" / "concept_leaks.json", ConceptLeaks(miniature=True, concepts=[
+        ConceptLeak(trigger="jellybelly", name="jelly-belly", samples=4, own=3, own_share=0.75),
+        ConceptLeak(trigger="sunkist", name="sunkist", samples=2, own=0, leaks_to="jellybelly", leak_share=1.0)]))
+    samples = json.loads((run / "samples" / "samples.json").read_text())
+    samples["grids"] = {}
+    for k in range(1, 4):  # the run's prompt, then one per concept
+        Image.new("RGB", (8, 8)).save(run / "samples" / f"grid-{k}.png")
+        samples["grids"][f"prompt-{k}"] = f"samples/grid-{k}.png"
+    (run / "samples" / "samples.json").write_text(json.dumps(samples))
+    assert publish(run, "--card-only").exit_code == 0
+    text = (run / "publish" / "README.md").read_text()
+    assert "| `jlybn jellybelly` | jelly-belly: 2 photos; its samples look like its own photos 3/4 |" in text
+    assert "| `jlybn sunkist` | sunkist: 1 photo; its samples look like its own photos 0/2 (100% like jellybelly) |" in text
+    assert "a toy model's figure" in text
+    assert all(f"images/grid-{k}.png" in text for k in range(1, 4))

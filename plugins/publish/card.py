@@ -19,10 +19,12 @@ from safetensors import safe_open
 from clood_candy import fsutil
 from clood_candy.errors import UserError
 from clood_candy.records import ConceptSet, ConfigFightResult, FightResult, SampleSet, TrainOutcome
+from clood_candy_plugins.judges.concept_leaks import LEAKS, ConceptLeaks
 
 FOLDER = "publish"  # RUN/publish: exactly what is uploaded
 DIFFUSERS_NAME = "pytorch_lora_weights.safetensors"  # the name diffusers' load_lora_weights(repo) looks for
 MAX_SAMPLES = 6
+MAX_GRIDS = 6  # the run's prompt and one per concept, as the sample stage draws them
 
 
 @dataclass
@@ -98,7 +100,7 @@ def _pick_samples(root: Path, samples: SampleSet | None) -> list[tuple[Path, str
     chosen = [(root / i.image, i.prompt) for i in final if i.weight == top and top > 0]
     chosen = [(p, prompt) for p, prompt in chosen if p.is_file()][:MAX_SAMPLES]
     grids = [(root / rel, f"grid: {name}") for name, rel in samples.grids.items() if (root / rel).is_file()]
-    return chosen + grids[:2]
+    return chosen + grids[:MAX_GRIDS]
 
 
 def build_card(root: Path, repo_id: str, *, license_id: str | None = None) -> Card:
@@ -136,13 +138,14 @@ def build_card(root: Path, repo_id: str, *, license_id: str | None = None) -> Ca
         if licence[1]:
             data.license_name = licence[1]
     body = _body(repo_id, meta, family, toy, trigger, class_word, lora_name, diffusers is not None, outcome,
-                 captions, fight, samples, _read(root, "dataset/concepts.json", ConceptSet) or ConceptSet())
+                 captions, fight, samples, _read(root, "dataset/concepts.json", ConceptSet) or ConceptSet(),
+                 _read(root, LEAKS, ConceptLeaks))
     text = ModelCard("---\n" + data.to_yaml() + "\n---\n\n" + body).content  # parsed back: the YAML is the Hub's
     return Card(text=text, toy=toy, lora=lora, lora_name=lora_name, diffusers_lora=diffusers, samples=samples)
 
 
 def _body(repo_id, meta, family, toy, trigger, class_word, lora_name, has_diffusers, outcome, captions, fight,
-          samples, concepts: ConceptSet) -> str:
+          samples, concepts: ConceptSet, leaks: ConceptLeaks | None = None) -> str:
     cfg = outcome.config
     photos = meta.get("ss_num_train_images", "?")
     base = meta.get("ss_sd_model_name", "?")
@@ -154,7 +157,12 @@ def _body(repo_id, meta, family, toy, trigger, class_word, lora_name, has_diffus
     lines += [f"A LoRA of **{class_word}** for {family.name} (`{base}`), trained with "
               f"clood candy from {photos} photos. Write the trigger word in your prompt:", "",
               "| trigger | what it brings |", "|---|---|", f"| `{trigger}` | the {class_word} of the photos |"]
-    lines += [f"| `{trigger} {c.trigger}` | {c.name}: {len(c.photos)} photo{'s' * (len(c.photos) != 1)} |" for c in concepts.concepts] + [""]
+    lines += [f"| `{trigger} {c.trigger}` | {c.name}: {len(c.photos)} photo{'s' * (len(c.photos) != 1)}"
+              f"{_leak_words(leaks, c.trigger)} |" for c in concepts.concepts] + [""]
+    if leaks is not None and leaks.concepts and not leaks.sat_out:
+        toy = " (embeddings from candy-mini's miniature CLIP: a toy model's figure)" if leaks.miniature else ""
+        lines += [f"Leak check: each concept's samples at weight {leaks.weight:g}, matched by CLIP to the "
+                  f"concept whose photos they look most like{toy}.", ""]
     shown = [(p, prompt) for p, prompt in samples if not prompt.startswith("grid:")]
     if shown:
         lines += ["## Samples", ""] + [f"![{prompt}](images/{p.name})\n\n*{prompt}*\n" for p, prompt in shown]
@@ -203,6 +211,17 @@ def _body(repo_id, meta, family, toy, trigger, class_word, lora_name, has_diffus
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:12]
         lines += ["**Caption words** (how many photos): " + ", ".join(f"{w} ({n})" for w, n in top), ""]
     return "\n".join(lines) + "\n"
+
+
+def _leak_words(leaks: ConceptLeaks | None, trigger: str) -> str:
+    """"; its samples look like its own photos 3/4 (1/4 like sunkist)": the leak check's row."""
+    row = next((c for c in leaks.concepts if c.trigger == trigger), None) if leaks is not None else None
+    if row is None or not row.samples:
+        return ""
+    out = f"; its samples look like its own photos {row.own}/{row.samples}"
+    if row.leaks_to:
+        out += f" ({row.leak_share:.0%} like {row.leaks_to})"
+    return out
 
 
 def stage(root: Path, card: Card) -> Path:
