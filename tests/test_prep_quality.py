@@ -39,6 +39,7 @@ def test_small_crops_are_judged_like_big_photos(make_ctx, tmp_path):
     assert "blurry" not in e["small-sharp.png"].reason and "blurry" not in e["big-sharp.jpg"].reason
     assert "blurry" in e["small-blurred.png"].reason and "blurry" in e["big-blurred.jpg"].reason
     assert "too small" in e["small-sharp.png"].reason  # 110 px for 256: still said
+    assert 'set prep.upscaler = "realesrgan"' in e["small-sharp.png"].reason  # the fix names the installed one
 
 
 def test_exposure_culls_name_the_problem(make_ctx, tmp_path):

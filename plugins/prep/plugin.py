@@ -102,7 +102,7 @@ class DefaultPreparer(Preparer):
                     crop=settings.crop, target_fill=settings.target_fill, buckets=settings.buckets,
                     min_sharpness=settings.min_sharpness, max_clipped=settings.max_clipped,
                     min_side_ratio=settings.min_side_ratio, keep_all=settings.keep_all, max_pixels=settings.max_pixels,
-                    upscaler=upscaler is not None)
+                    upscaler=upscaler is not None, installed_upscalers=tuple(ctx.registry.of("upscaler")))
                 for i, f in enumerate(candidates)]
         results: dict[int, Result] = {}
         with ctx.progress.task("Preparing photos", total=len(jobs)) as advance:

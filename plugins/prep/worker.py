@@ -39,7 +39,16 @@ class Job:
     keep_all: bool = False
     max_pixels: int = 178_956_970
     upscaler: bool = False  # an upscaler plugin will enlarge the photos smaller than their output
+    installed_upscalers: tuple[str, ...] = ()  # the upscaler plugins a user could name, for the advice
     box: list[int] | None = None  # a crop box set by hand (clood review) instead of prep's own
+
+
+def upscaler_advice(job: Job) -> str:
+    """"set prep.upscaler = "realesrgan"": the fix, naming an installed upscaler when there is one."""
+    if job.installed_upscalers:
+        return f'set prep.upscaler = "{job.installed_upscalers[0]}"' + (
+            f" (installed: {', '.join(job.installed_upscalers)})" if len(job.installed_upscalers) > 1 else "")
+    return "set prep.upscaler to an upscaler plugin"
 
 
 @dataclass
@@ -191,7 +200,7 @@ def _analyse(job: Job, result: Result) -> None:
     if ratio < job.min_side_ratio:
         result.too_small = True
         odd = f"; extreme {aspect:.0f}:1 aspect ratio" if aspect >= 4 else ""
-        fix = "an upscaler will enlarge it" if job.upscaler else "set prep.upscaler to an upscaler plugin, or use larger photos"
+        fix = "an upscaler will enlarge it" if job.upscaler else f"{upscaler_advice(job)}, or use larger photos"
         result.culls.append(f"too small: {short} px short side, needs {res} — {ratio:.2g}x "
                             f"(prep.min_side_ratio {job.min_side_ratio}){odd}; {fix}")
 
@@ -218,7 +227,8 @@ def _analyse(job: Job, result: Result) -> None:
     # With an upscaler the main process writes these (the model runs there, once, not per worker).
     deferred = job.upscaler and (result.too_small or result.enlarge)
     if result.enlarge and not result.too_small and not deferred:
-        result.notes.append(f"upscaled {min(frame.out_size) / crop_side:.1f}x (LANCZOS)")
+        result.notes.append(f"upscaled {min(frame.out_size) / crop_side:.1f}x (LANCZOS; {upscaler_advice(job)} "
+                            "for real detail)")
     if (not result.culls or job.keep_all) and not deferred:
         _write(opened, job, frame, Path(job.out_path))
         result.written = True
