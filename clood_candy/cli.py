@@ -225,17 +225,19 @@ def _render_demo_photos(ctx: StageContext) -> Path:
 @click.option("--lora-type", type=click.Choice(["object", "style", "character", "concept", "scene"]),
               help="What the LoRA learns (caption.lora_type; default object).")
 @click.option("--gpu-memory", type=float, help="Plan for this many GB of GPU memory (default: this machine's device).")
+@click.option("--concepts-from", type=click.Choice(["none", "folders"]),
+              help="folders: each first-level folder is a concept (a brand) with its own trigger.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON on stdout.")
 def plan(photos: Path, base: str | None, config_path: Path | None, resolution: int | None, lora_type: str | None,
-         gpu_memory: float | None, as_json: bool) -> None:
+         gpu_memory: float | None, concepts_from: str | None, as_json: bool) -> None:
     """The settings training would use for these photos, base and device, each with its
     reason, and the memory it needs. Loads no model."""
     from clood_candy.pipeline.orchestrator import check_resolutions
     from clood_candy.pipeline.planning import plan_from_source
     from clood_candy.plan.render import render
 
-    config = load_config(config_path, _overrides(base=base, **{"prep.resolution": resolution, "caption.lora_type":
-                                                               lora_type, "train.gpu_memory": gpu_memory}))
+    config = load_config(config_path, _overrides(base=base, concepts_from=concepts_from, **{
+        "prep.resolution": resolution, "caption.lora_type": lora_type, "train.gpu_memory": gpu_memory}))
     registry = build_registry()
     source = photos.expanduser().resolve()
     problem = registry.get("preparer", config.prep.preparer).check_source(source)

@@ -76,6 +76,25 @@ def test_a_too_small_dataset_warns_in_the_plan(tmp_path, load_calls):
     assert any("at least 15" in w and "character" in w for w in made["warnings"])
 
 
+def test_the_plan_shows_each_concept_and_counts_its_repeats_in_the_steps(tmp_path, load_calls):
+    folder = tmp_path / "photos"
+    for brand, n in (("jelly-belly", 30), ("sunkist", 10), ("Jelly Belly", 20)):
+        (folder / brand).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (640, 480), (200, 30 + i, 40)).save(folder / brand / f"b{i:02}.jpg")
+    result = CliRunner().invoke(cli, ["plan", str(folder), "--base", SD15, "--concepts-from", "folders"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Concepts: 3 triggers, balanced by repeats:" in out
+    assert "jellybelly 20 photos × 2" in out and "jellybelly2 30 photos × 1" in out and "sunkist 10 photos × 3" in out
+    # 60 photos: 48 train; an epoch shows 20×2 + 30 + 10×3 = 100 images, 80 of them training ones
+    steps = next(line for line in out.splitlines() if line.strip().startswith("steps"))
+    assert "22 repeats × 80 training images an epoch, concept repeats included" in steps
+    assert "Warning: concepts Jelly Belly and jelly-belly both make the trigger 'jellybelly'" in out
+    assert "Warning: concept sunkist has 10 photos" in out  # seed 004's minimum, said before any work
+    assert load_calls == []
+
+
 def test_plan_of_an_empty_folder_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli, ["plan", str(tmp_path / "empty"), "--base", "tiny"])

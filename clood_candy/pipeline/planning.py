@@ -14,7 +14,8 @@ from clood_candy.plan.build import make_plan
 from clood_candy.plan.records import Plan
 from clood_candy.plan.render import render
 from clood_candy.plugins import Registry
-from clood_candy.records import TrainConfig, TrainSet
+from clood_candy.concepts import resolve
+from clood_candy.records import ConceptSet, Photo, TrainConfig, TrainSet
 
 
 def plan_from_source(config: CloodConfig, registry: Registry, source: Path | None) -> Plan:
@@ -22,7 +23,18 @@ def plan_from_source(config: CloodConfig, registry: Registry, source: Path | Non
     family = find_family(config, registry)
     survey = registry.get("preparer", config.prep.preparer).survey(source) if source is not None else None
     photos = None if survey is None else len(survey.photos)
-    return make_plan(config, family, family.device(config), photos=photos, sizes=survey.sizes if survey else None)
+    concepts = _concepts(config, survey.photos) if survey is not None else None
+    return make_plan(config, family, family.device(config), photos=photos, sizes=survey.sizes if survey else None,
+                     concepts=concepts)
+
+
+def _concepts(config: CloodConfig, paths: list[str]) -> ConceptSet | None:
+    """The concepts the caption stage will find, from the photos' paths alone (prep may cull a
+    few: the train stage's plan counts what survived)."""
+    if not config.concepts and config.concepts_from == "none":
+        return None
+    photos = [Photo(id=rel, source=rel, image=rel, width=1, height=1, folders=rel.split("/")[:-1]) for rel in paths]
+    return resolve(config, photos)
 
 
 def announce(ctx: StageContext, source: Path | None) -> Plan:
@@ -68,8 +80,10 @@ def planned_recipes(ctx: StageContext, data: TrainSet) -> tuple[Plan, list[Train
     plan's choices filled in where neither [train.defaults] nor the config itself sets
     them, and the fight's rungs."""
     config, family = ctx.config, ctx.family()
+    found = ctx.run.path("dataset", "concepts.json")
+    concepts = ConceptSet.model_validate(fsutil.read_json(found)) if found.is_file() else None
     plan = make_plan(config, family, family.device(config), photos=len({i.image for i in data.train}) + len(data.validation),
-                     training=len(data.train))
+                     training=len(data.train), concepts=concepts)
     updates = plan.train_updates()
     defaults = config.train.defaults.model_copy(update=updates)
     own = config.train.fight.configs

@@ -15,7 +15,7 @@ from clood_candy.plan import tables
 from clood_candy.plan.fight import plan_fight, plan_pick
 from clood_candy.plan.memory import GB, Recipe, fit, gib
 from clood_candy.plan.records import Choice, DeviceInfo, Plan, TrainingDefaults
-from clood_candy.records import TrainConfig
+from clood_candy.records import ConceptSet, TrainConfig
 
 if TYPE_CHECKING:
     from clood_candy.config import CloodConfig
@@ -47,6 +47,12 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def epoch_images(concepts: ConceptSet, photos: int) -> int:
+    """Images an epoch shows: each concept's photos times its repeats, the rest once."""
+    inside = sum(len(c.photos) for c in concepts.concepts)
+    return photos - inside + sum(len(c.photos) * c.repeats for c in concepts.concepts)
+
+
 def training_share(photos: int, validation_split: float) -> int:
     """Photos left to train on once the validation share is held out (as load_trainset does)."""
     if photos < 2:
@@ -56,8 +62,10 @@ def training_share(photos: int, validation_split: float) -> int:
 
 
 def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, *, photos: int | None,
-              training: int | None = None, sizes: dict[str, tuple[int, int]] | None = None) -> Plan:
-    """The plan for ``photos`` found (``training`` of them trained on, when known)."""
+              training: int | None = None, sizes: dict[str, tuple[int, int]] | None = None,
+              concepts: ConceptSet | None = None) -> Plan:
+    """The plan for ``photos`` found (``training`` of them trained on, when known); with
+    ``concepts``, an epoch shows each concept's photos its repeats times."""
     given = config.train.defaults
     lora_type = config.caption.lora_type
     start = family.training_defaults(config)
@@ -65,6 +73,8 @@ def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, 
     notes: list[str] = []
     if training is None and photos is not None:
         training = training_share(photos, config.train.fight.validation_split)
+        if concepts is not None and concepts.concepts and photos:
+            training = round(training * epoch_images(concepts, photos) / photos)
 
     resolution = given.resolution or config.prep.resolution or (start.resolution if start else 512)
     _starting_points(choose, start, lora_type, notes)
@@ -104,7 +114,8 @@ def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, 
         choose("gradient_accumulation", recipe.gradient_accumulation, "one batch per optimizer step")
     batch, accumulation = choose.items["batch_size"].value, choose.items["gradient_accumulation"].value
 
-    steps = _steps(choose, config, training, batch * accumulation, start, lora_type, notes)
+    balanced = concepts is not None and any(c.repeats > 1 for c in concepts.concepts)
+    steps = _steps(choose, config, training, batch * accumulation, start, lora_type, notes, balanced)
     _schedule(choose, steps)
     _cadence(choose, steps, device)
 
@@ -123,7 +134,8 @@ def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, 
                       else "the base's native size")] + list(choose.items.values())
     return Plan(base=config.base, family=family.name, lora_type=lora_type, photos=photos, training_photos=training,
                 resolution=resolution, device=device, choices=choices, memory=memory, first_estimate=first, remedies=remedies,
-                fight=fight, pick=pick, warnings=warnings, notes=notes)
+                fight=fight, pick=pick, warnings=warnings + (concepts.warnings if concepts else []), notes=notes,
+                concepts=concepts if concepts is not None and concepts.concepts else None)
 
 
 def _starting_points(choose: _Choices, start: TrainingDefaults | None, lora_type: str, notes: list[str]) -> None:
@@ -155,14 +167,15 @@ def _precision(choose: _Choices, device: DeviceInfo) -> None:
 
 
 def _steps(choose: _Choices, config: "CloodConfig", training: int | None, per_step: int,
-           start: TrainingDefaults | None, lora_type: str, notes: list[str]) -> int:
+           start: TrainingDefaults | None, lora_type: str, notes: list[str], balanced: bool = False) -> int:
     repeats = config.train.repeats_per_image
     mine = "you set train.repeats_per_image" if "repeats_per_image" in config.train.model_fields_set \
         else tables.REPEATS_SOURCE
     if training is None:
         return choose("steps", TrainConfig().steps, "the photo count is unknown before prep: clood's default")
     raw = math.ceil(repeats * training / per_step)
-    reason = f"{repeats:g} repeats × {training} training photos ÷ batch {per_step} ({mine})"
+    what = "training images an epoch, concept repeats included" if balanced else "training photos"
+    reason = f"{repeats:g} repeats × {training} {what} ÷ batch {per_step} ({mine})"
     if raw < tables.MIN_STEPS:
         reason = f"{reason} = {raw}, raised to {tables.MIN_STEPS} ({tables.MIN_STEPS_SOURCE})"
     steps = choose("steps", max(raw, tables.MIN_STEPS), reason)

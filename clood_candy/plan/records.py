@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from clood_candy.records import Record
+from clood_candy.records import ConceptSet, Record
 
 # --- what the preparer and the model family tell the planner --------------------------
 
@@ -139,6 +139,7 @@ class Plan(Record):
     pick: PickPlan | None = None
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    concepts: ConceptSet | None = None  # brands with their own triggers, and the repeats that balance them
 
     def value(self, key: str) -> Any:
         return next(c.value for c in self.choices if c.key == key)

@@ -14,6 +14,8 @@ PART_NAMES = {"weights": "frozen weights", "adapter": "adapter", "gradients": "i
 def render(plan: Plan) -> list[str]:
     photos = "an unknown number of photos" if plan.photos is None else f"{plan.photos} photos"
     trained = "" if plan.training_photos is None else f" ({plan.training_photos} to train on, the rest to validate)"
+    if plan.training_photos is not None and plan.concepts is not None:
+        trained = f" ({plan.training_photos} training images an epoch with the concepts' repeats; some photos validate)"
     lines = [f"Plan: {photos}{trained}, {plan.lora_type} LoRA on {plan.base} ({plan.family}), "
              f"{available_text(plan)}"]
     width = max(len(_short(c.key)) for c in plan.choices)
@@ -24,6 +26,11 @@ def render(plan: Plan) -> list[str]:
             reason = choice.reason
         lines.append(f"  {_short(choice.key):<{width}}  {_value(choice.value):<9} {reason}")
     lines += _memory(plan)
+    if plan.concepts is not None:
+        shown = ", ".join(f"{c.trigger} {len(c.photos)} photo{'s' * (len(c.photos) != 1)} × {c.repeats} "
+                          f"({100 * c.share:.0f} %)" for c in plan.concepts.concepts)
+        rest = f"; {len(plan.concepts.unassigned)} in no concept" if plan.concepts.unassigned else ""
+        lines.append(f"Concepts: {len(plan.concepts.concepts)} triggers, balanced by repeats: {shown}{rest}")
     if plan.fight is not None:
         fight = plan.fight
         ladder = " → ".join(f"{n} at {b}" for n, b in fight.rounds)
