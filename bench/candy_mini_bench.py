@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--base", default="candy-mini", help="candy-mini or a diffusers folder of one")
     parser.add_argument("--record", type=Path, help="pretraining folder (default: the shipped one)")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo run (its time and the teal figures)")
+    parser.add_argument("--guidance", default="", help="also sweep colour/background control over these "
+                        "classifier-free guidance scales, e.g. 7,4,3 (on --sweep-seeds)")
+    parser.add_argument("--sweep-seeds", default="0,1,2,3,4,5,6,7", help="seeds of the guidance sweep")
     parser.add_argument("--out", type=Path, default=Path("bench/results/candy_mini.json"))
     parser.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
@@ -74,7 +77,13 @@ def main() -> None:
               "recipe": recipe_figures(record),
               "colour_control": {k: colour[k] for k in ("share", "n", "misses")},
               "background_control": {k: background[k] for k in ("share", "n", "misses")},
-              "vae_psnr_db": round(evaluate.vae_psnr(base.pipe.vae), 2)}
+              "vae_psnr_db": round(evaluate.vae_psnr(base.pipe.vae), 2), "guidance": base.guidance_scale}
+    if args.guidance:
+        seeds = tuple(int(s) for s in args.sweep_seeds.split(","))
+        result["guidance_sweep"] = {"seeds": list(seeds), "by_guidance": {
+            g: {"colour": evaluate.colour_control(base, seeds, float(g))["share"],
+                "background": evaluate.background_control(base, seeds, float(g))["share"]}
+            for g in args.guidance.split(",")}}
     if not args.no_demo:
         result["demo"] = demo_figures()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +110,12 @@ def markdown(r: dict) -> list[str]:
              f"- Prompt controls background (4 backgrounds × 4 seeds): **{r['background_control']['share']:.0%}** "
              f"of {r['background_control']['n']} (goal ≥ 70 %).",
              f"- VAE on fresh shots: **{r['vae_psnr_db']} dB** PSNR (goal ≥ 26 dB)."]
+    if "guidance_sweep" in r:
+        sweep = r["guidance_sweep"]
+        lines.append(f"- Guidance sweep (classifier-free guidance; the figures above use the base's own, "
+                     f"{r.get('guidance', 7)}), seeds {sweep['seeds'][0]}–{sweep['seeds'][-1]}: "
+                     + "; ".join(f"{g}: colour {v['colour']:.0%}, background {v['background']:.0%}"
+                                 for g, v in sweep["by_guidance"].items()) + ".")
     if "demo" in r:
         look = r["demo"]["look"]
         at = {float(w): v for w, v in look.items()}

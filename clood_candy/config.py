@@ -97,6 +97,7 @@ class SampleSettings(Section):
     seeds: list[int] = Field(default_factory=lambda: [1, 2])
     negative_prompt: str = "blurry, low quality"
     steps: int | None = None  # None: the family's default
+    guidance_scale: float | None = None  # classifier-free guidance; None: the family's usual (SD 7, SD3 5, Flux dev 3.5)
 
 
 class Concept(Section):

@@ -183,6 +183,7 @@ class ModelFamily(ABC):
         weight: float = 1.0,
         negative_prompt: str = "",
         steps: int | None = None,
+        guidance: float | None = None,  # classifier-free guidance; None: the base's own
     ) -> Image.Image: ...
 
 

@@ -48,14 +48,14 @@ def background(base):
 
 @pytest.mark.slow
 def test_the_prompt_steers_the_bean_colour_well_above_chance(colour):
-    assert colour["share"] >= 0.30  # chance: 1 in 8; the shipped weights: 62.5 %
+    assert colour["share"] >= 0.30  # chance: 1 in 8; the shipped weights: 68.8 %
 
 
-# Issue 14's goals, not met by the shipped recipe (measured 37.5 % and 0 %: every background
-# comes out the same muddy cloth). Strict: the day a recipe meets one, this fails until the
-# marker goes.
+# Issue 14's goal, not met at SD's guidance 7 (68.8 %: yellow turns green, brown fails). At
+# guidance 4 it is 75 % on these seeds but 66 % on seeds 4–7, and the demo's pick then ships a
+# checkpoint without the teal look (BENCHMARKS.md). Strict: the day it passes, the marker goes.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 14 open: candy-mini's colour control is 62.5 %, the goal 70 %")
+@pytest.mark.xfail(strict=True, reason="issue 14 open: candy-mini's colour control is 68.8 %, the goal 70 %")
 def test_goal_the_prompt_controls_the_bean_colour(colour):
     assert colour["share"] >= 0.70
 

@@ -32,9 +32,9 @@ class RecordingFamily(ModelFamily):
     def train(self, *args, **kwargs):
         raise NotImplementedError
 
-    def generate(self, base, prompt, *, seed, lora=None, weight=1.0, negative_prompt="", steps=None):
+    def generate(self, base, prompt, *, seed, lora=None, weight=1.0, negative_prompt="", steps=None, guidance=None):
         self.calls.append({"prompt": prompt, "seed": seed, "lora": lora, "weight": weight,
-                           "negative_prompt": negative_prompt, "steps": steps})
+                           "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance})
         if lora is not None and Path(lora).name in self.fail_on:
             raise RuntimeError("this checkpoint is broken")
         return Image.new("RGB", (64, 64), (seed * 40 % 256, int(weight * 200), len(prompt) % 256))
@@ -63,7 +63,7 @@ def test_plan_makes_the_base_once_per_prompt_and_seed_and_checkpoints_for_the_fi
 
 
 def test_sampler_writes_images_records_and_labelled_grids(make_ctx, tmp_path):
-    ctx = make_ctx(sample={"steps": 3})
+    ctx = make_ctx(sample={"steps": 3, "guidance_scale": 5.5})
     family = RecordingFamily()
     loras = _loras(tmp_path)
     out = ctx.run.path("samples")
@@ -72,7 +72,7 @@ def test_sampler_writes_images_records_and_labelled_grids(make_ctx, tmp_path):
     assert isinstance(result, SampleSet)
     # 2 prompts × 2 seeds × (base + 2 weights) + step-30 × 2 seeds × 2 weights
     assert len(result.images) == len(family.calls) == 16
-    assert all(c["steps"] == 3 and c["negative_prompt"] == "blurry" for c in family.calls)
+    assert all(c["steps"] == 3 and c["negative_prompt"] == "blurry" and c["guidance"] == 5.5 for c in family.calls)
     assert all(c["lora"] is None for c in family.calls if c["weight"] == 0)
     assert {c["seed"] for c in family.calls} == {7, 8}
     for sample in result.images:

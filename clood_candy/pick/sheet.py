@@ -81,19 +81,21 @@ def make_sheet(ctx: StageContext, data: TrainSet, outcome: TrainOutcome, setting
     made = _earlier(out)
     images, failures = [], []
     started = time.perf_counter()
-    steps = ctx.config.sample.steps
+    steps, settings_guidance = ctx.config.sample.steps, ctx.config.sample.guidance_scale
     with ctx.progress.task("Sampling the candidates", total=len(found) * len(tests) * len(settings.seeds)) as advance:
         for cand in found:
             digest = _digest(ctx.run.path(cand.lora))
             for p, prompt in enumerate(tests):
                 for seed in settings.seeds:
                     path = out / cand.name / f"p{p + 1}-seed{seed}.png"
-                    key = f"{digest}|{cand.weight}|{prompt.text}|{seed}|{steps}|{ctx.config.sample.negative_prompt}"
+                    key = f"{digest}|{cand.weight}|{prompt.text}|{seed}|{steps}|{ctx.config.sample.negative_prompt}" + (
+                        "" if settings_guidance is None else f"|{settings_guidance}")
                     if made.get(ctx.run.rel(path)) != key or not path.is_file():
                         try:
                             image = family.generate(base, prompt.text, seed=seed, lora=ctx.run.path(cand.lora),
                                                     weight=cand.weight, steps=steps,
-                                                    negative_prompt=ctx.config.sample.negative_prompt)
+                                                    negative_prompt=ctx.config.sample.negative_prompt,
+                                                    guidance=settings_guidance)
                         except Exception as exc:  # one candidate's failure costs its cells only
                             ctx.log.exception("sampling %s failed", path.name)
                             failures.append(f"{cand.name} p{p + 1} seed {seed}: {type(exc).__name__}: {exc}")

@@ -56,7 +56,9 @@ def stage_inputs(ctx: StageContext, stage: str, source: Path | None) -> list[Any
         hand = edits.digest(ctx.run.root)
         return common + [cfg.train.model_dump(mode="json")] + ([hand] if hand else [])
     if stage == "sample":
-        return common + [cfg.sample.model_dump(mode="json")]
+        # A guidance left to the base is left out, so runs from before the setting keep their fingerprint.
+        return common + [cfg.sample.model_dump(mode="json", exclude=None if cfg.sample.guidance_scale is not None
+                                               else {"guidance_scale"})]
     return [cfg.reporter]
 
 

@@ -160,9 +160,14 @@ class FluxBase(FlowBase):
                                                     num_images_per_prompt=1, max_sequence_length=self.t5_window)
         return Cond(embeds, pooled)
 
-    def draw(self, prompt: str, *, seed: int, steps: int | None = None, negative_prompt: str = ""):
+    @property
+    def default_guidance(self) -> float:
+        return 3.5 if self.denoiser.config.guidance_embeds else 0.0  # dev's usual; schnell ignores it
+
+    def draw(self, prompt: str, *, seed: int, steps: int | None = None, negative_prompt: str = "",
+             guidance: float | None = None):
         generator = torch.Generator("cpu").manual_seed(int(seed))
-        guidance = 3.5 if self.denoiser.config.guidance_embeds else 0.0  # dev's usual; schnell ignores it
+        guidance = self.guidance_scale if guidance is None else guidance
         return self.pipe(prompt=prompt, num_inference_steps=steps or (4 if self.is_toy else 28), guidance_scale=guidance,
                          height=self.resolution, width=self.resolution, max_sequence_length=self.t5_window,
                          generator=generator).images[0]

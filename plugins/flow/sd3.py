@@ -41,10 +41,14 @@ class SD3Base(FlowBase):
                                                        max_sequence_length=self.t5_window)
         return Cond(embeds, pooled)
 
-    def draw(self, prompt: str, *, seed: int, steps: int | None = None, negative_prompt: str = ""):
+    default_guidance = 5.0  # SD3's usual
+
+    def draw(self, prompt: str, *, seed: int, steps: int | None = None, negative_prompt: str = "",
+             guidance: float | None = None):
         generator = torch.Generator("cpu").manual_seed(int(seed))
         return self.pipe(prompt=prompt, negative_prompt=negative_prompt or None,
-                         num_inference_steps=steps or (4 if self.is_toy else 28), guidance_scale=5.0,
+                         num_inference_steps=steps or (4 if self.is_toy else 28),
+                         guidance_scale=self.guidance_scale if guidance is None else guidance,
                          height=self.resolution, width=self.resolution, max_sequence_length=self.t5_window,
                          generator=generator).images[0]
 

@@ -51,10 +51,11 @@ def dominant(report) -> str | None:
     return report.colours[0] if report.colours else None
 
 
-def colour_control(base, seeds=SEEDS) -> dict:
-    """Share of "jellybean, <colour>, white background" samples whose main bean colour is read as <colour>."""
+def colour_control(base, seeds=SEEDS, guidance: float | None = None) -> dict:
+    """Share of "jellybean, <colour>, white background" samples whose main bean colour is read as
+    <colour> (``guidance``: classifier-free guidance; None: the base's own)."""
     cases = [(c, s) for c in COLOURS for s in seeds]
-    images = [base.draw(f"jellybean, {c}, white background", seed=s) for c, s in cases]
+    images = [base.draw(f"jellybean, {c}, white background", seed=s, guidance=guidance) for c, s in cases]
     read = [dominant(r) for r in _read(images)]
     hits = [got == c for (c, _), got in zip(cases, read)]
     return {"share": float(np.mean(hits)), "n": len(cases),
@@ -62,10 +63,10 @@ def colour_control(base, seeds=SEEDS) -> dict:
             "images": images}
 
 
-def background_control(base, seeds=SEEDS) -> dict:
+def background_control(base, seeds=SEEDS, guidance: float | None = None) -> dict:
     """Share of "jellybean, <background>" samples whose background is read as asked."""
     cases = [(b, s) for b in BACKGROUNDS for s in seeds]
-    images = [base.draw(f"jellybean, {BACKGROUNDS[b]}", seed=s) for b, s in cases]
+    images = [base.draw(f"jellybean, {BACKGROUNDS[b]}", seed=s, guidance=guidance) for b, s in cases]
     read = [r.background for r in _read(images)]
     hits = [got == b for (b, _), got in zip(cases, read)]
     return {"share": float(np.mean(hits)), "n": len(cases),

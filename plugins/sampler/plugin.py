@@ -101,7 +101,8 @@ class DefaultSampler(Sampler):
             for job in jobs:
                 try:
                     image = family.generate(base, job.prompt, seed=job.seed, lora=job.lora, weight=job.weight,
-                                            negative_prompt=negative_prompt, steps=ctx.config.sample.steps)
+                                            negative_prompt=negative_prompt, steps=ctx.config.sample.steps,
+                                            guidance=ctx.config.sample.guidance_scale)
                 except Exception as exc:  # one bad checkpoint costs its cells, not the whole stage
                     ctx.log.exception("sampling %s failed", job.file_name())
                     failures.append(f"{job.file_name()}: {type(exc).__name__}: {exc}")

@@ -24,6 +24,7 @@ NATIVE_RESOLUTION = {"sd1": 512, "sdxl": 1024}
 # The guidance rescale Lin et al. pair with a zero-terminal-SNR schedule: plain CFG on such a
 # model overexposes (its strongest guidance lands on the noisiest step).
 GUIDANCE_RESCALE = 0.7
+GUIDANCE_SCALE = 7.0  # SD1.5/SDXL's usual classifier-free guidance (A1111's default)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -81,6 +82,7 @@ class SDBase(TeachingMixin, LoadedBase):
         small = loaded.kind in ("tiny", "miniature")  # bases made at 64 px, for CPUs
         self.clood_made = small
         self.resolution = resolution or (TINY_RESOLUTION if small else self.native_resolution)
+        self.guidance_scale = self.default_guidance  # what draw() uses unless told: the family's usual
         self.token_window = self.pipe.tokenizer.model_max_length - 2
         self.device = device
         self.eval_draws = eval_draws
@@ -138,11 +140,16 @@ class SDBase(TeachingMixin, LoadedBase):
         """The pipeline's own prompt encoding, with gradients (a trained text encoder needs them)."""
         return encode_text(self.pipe, captions, resolution)
 
-    def draw(self, prompt: str, *, seed: int, steps: int | None = None, negative_prompt: str = ""):
-        """One image from the pipeline as it is (adapters as activated), at the base's resolution."""
+    default_guidance = GUIDANCE_SCALE
+
+    def draw(self, prompt: str, *, seed: int, steps: int | None = None, negative_prompt: str = "",
+             guidance: float | None = None):
+        """One image from the pipeline as it is (adapters as activated), at the base's resolution;
+        ``guidance``: classifier-free guidance (None: the base's own, ``guidance_scale``)."""
         generator = torch.Generator("cpu").manual_seed(int(seed))
         return self.pipe(prompt=prompt, negative_prompt=negative_prompt or None,
-                         num_inference_steps=steps or (8 if self.is_toy else 25), guidance_scale=7.0,
+                         num_inference_steps=steps or (8 if self.is_toy else 25),
+                         guidance_scale=self.guidance_scale if guidance is None else guidance,
                          guidance_rescale=self.guidance_rescale,
                          height=self.resolution, width=self.resolution, generator=generator).images[0]
 

@@ -79,12 +79,12 @@ class SDFamily(ModelFamily):
         return train_lora(self._own(base), data, config, Path(out_dir), ctx, max_steps=max_steps, on_step=on_step)
 
     def generate(self, base: LoadedBase, prompt: str, *, seed: int, lora: Path | None = None, weight: float = 1.0,
-                 negative_prompt: str = "", steps: int | None = None) -> Image.Image:
+                 negative_prompt: str = "", steps: int | None = None, guidance: float | None = None) -> Image.Image:
 
         sd = self._own(base)
         with sd.lock:
             sd.adapters.activate(Path(lora) if lora else None, weight)
-            return sd.draw(prompt, seed=seed, steps=steps, negative_prompt=negative_prompt)
+            return sd.draw(prompt, seed=seed, steps=steps, negative_prompt=negative_prompt, guidance=guidance)
 
     # --- for the plan: no model is loaded (planning.py, sizing.py)
 

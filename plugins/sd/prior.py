@@ -62,7 +62,7 @@ def class_images(base: "SDBase", data: TrainSet, config: TrainConfig, resolution
                 # Seeded by the image number alone: the same set however many processes draw it.
                 gen = torch.Generator("cpu").manual_seed(step_seed(ctx.config.seed, -3, i))
                 with torch.no_grad():
-                    image = base.pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=7.0, height=resolution,
+                    image = base.pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=base.guidance_scale, height=resolution,
                                       width=resolution, generator=gen,
                                       guidance_rescale=getattr(base, "guidance_rescale", 0.0)).images[0]
                 buffer = io.BytesIO()
