@@ -80,7 +80,9 @@ def test_sampler_writes_images_records_and_labelled_grids(make_ctx, tmp_path):
         assert not Path(sample.image).is_absolute() and path.is_file()
         with Image.open(path) as image:  # the file is the image generated for exactly this call
             assert image.getpixel((0, 0)) == (sample.seed * 40 % 256, int(sample.weight * 200), len(sample.prompt) % 256)
-    assert set(result.grids) == {"prompt-1", "prompt-2", "checkpoints"}
+    assert set(result.grids) == {"prompt-1", "prompt-2", "prompts", "checkpoints"}
+    with Image.open(ctx.run.path(result.grids["prompts"])) as grid:
+        assert grid.height > 2 * MIN_CELL  # a row per prompt: with concepts, a row per trigger
     with Image.open(ctx.run.path(result.grids["prompt-1"])) as grid:
         # 3 weight columns and 2 seed rows of cells enlarged to at least MIN_CELL, plus labels
         assert grid.width > 3 * MIN_CELL and grid.height > 2 * MIN_CELL

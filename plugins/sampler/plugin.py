@@ -132,6 +132,10 @@ class DefaultSampler(Sampler):
             cells = [[cell(p, seed, w, primary) for w in weights] for seed in seeds]
             sheet = labelled_grid(cells, [f"seed {s}" for s in seeds], cols, title=f"{prompt}  ({primary})")
             grids[f"prompt-{p + 1}"] = _rel(ctx, _save_png(sheet, grid_dir / f"prompt-{p + 1}.png"))
+        if len(prompts) > 1:  # a row per prompt, side by side: with concepts, a row per trigger
+            cells = [[cell(p, seeds[0], w, primary) for w in weights] for p in range(len(prompts))]
+            sheet = labelled_grid(cells, list(prompts), cols, title=f"every prompt, seed {seeds[0]}  ({primary})")
+            grids["prompts"] = _rel(ctx, _save_png(sheet, grid_dir / "prompts.png"))
         if len(loras) > 1:
             order = [n for n in loras if n != primary] + [primary]
             rows = [(name, seed) for name in order for seed in seeds]
