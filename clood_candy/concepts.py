@@ -9,12 +9,23 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable
+from pathlib import Path
 
+from clood_candy import fsutil
 from clood_candy.config import CloodConfig, Concept
 from clood_candy.records import ConceptInfo, ConceptSet, Photo
 
 MIN_PHOTOS = 20  # seed 004's multi-concept table: 20–40 photos per concept
 MAX_TRIGGER_TOKENS = 3  # a trigger that splits into more pieces is long to learn and easy to misspell
+
+
+FILE = "concepts.json"  # in the dataset folder: what the caption stage decided
+
+
+def read(dataset: Path) -> ConceptSet:
+    """The caption stage's concepts for a dataset folder (none when it wrote no file)."""
+    path = Path(dataset) / FILE
+    return ConceptSet.model_validate(fsutil.read_json(path)) if path.is_file() else ConceptSet()
 
 
 def trigger_of(name: str) -> str:

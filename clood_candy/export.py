@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from clood_candy import fsutil
+from clood_candy.concepts import read as read_concepts
 from clood_candy.errors import UserError
 from clood_candy.records import TrainConfig
 
@@ -38,23 +39,6 @@ def _rows(dataset: Path) -> list[dict]:
     return [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _concept_repeats(dataset: Path) -> dict[str, int]:
-    """A concept's trigger → its balancing repeats (dataset/concepts.json; none: one concept)."""
-    return {c.trigger: c.repeats for c in _concepts(dataset)}
-
-
-def _concept_classes(dataset: Path) -> dict[str, str]:
-    """A concept's trigger → its class word (a [[concepts]] entry may name its own)."""
-    return {c.trigger: c.class_word for c in _concepts(dataset) if c.class_word}
-
-
-def _concepts(dataset: Path) -> list:
-    from clood_candy.records import ConceptSet
-
-    path = dataset / "concepts.json"
-    return ConceptSet.model_validate(fsutil.read_json(path)).concepts if path.is_file() else []
-
-
 def export_dataset(dataset: Path, fmt: str, dest: Path, *, trigger: str, class_word: str, repeats: int = 10,
                    job: TrainerJob | None = None) -> Path:
     """kohya: ``<dest>/<repeats>_<trigger> <class>/`` with image + .txt (sd-scripts' DreamBooth
@@ -64,7 +48,9 @@ def export_dataset(dataset: Path, fmt: str, dest: Path, *, trigger: str, class_w
     ai-toolkit's ``run.py`` trains from (a dataset per concept with its trigger and repeats);
     imagefolder: images + ``metadata.jsonl`` (file_name, text) as HF ``datasets`` reads it."""
     rows = _rows(dataset)
-    concept_repeats, concept_classes = _concept_repeats(dataset), _concept_classes(dataset)
+    concepts = read_concepts(dataset).concepts  # trigger → balancing repeats, and its own class word
+    concept_repeats = {c.trigger: c.repeats for c in concepts}
+    concept_classes = {c.trigger: c.class_word for c in concepts if c.class_word}
     if fmt not in ("kohya", "ai-toolkit", "imagefolder"):
         raise UserError(f"unknown export format '{fmt}' (kohya, ai-toolkit, imagefolder)")
     if fmt == "kohya" and repeats < 1:

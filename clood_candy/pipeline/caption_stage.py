@@ -11,7 +11,7 @@ from typing import Any
 from clood_candy import edits, fsutil
 from clood_candy.captions.strategy import apply_for_run
 from clood_candy.captions.tokens import token_counter
-from clood_candy.concepts import resolve, with_trigger
+from clood_candy.concepts import FILE as CONCEPTS, resolve, with_trigger
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.fight.engine import Panel, run_fight
@@ -20,7 +20,6 @@ from clood_candy.fighters import SampleJudge
 from clood_candy.pipeline import prep_stage
 from clood_candy.records import CaptionResult, Candidate, ConceptSet, FightItem, FightResult, Photo
 
-CONCEPTS = "concepts.json"  # in dataset/: the concepts, their photos and repeats
 
 
 def fighter_name(captioner: str, strategy: str, strategies: list[str]) -> str:

@@ -14,7 +14,7 @@ from clood_candy.plan.build import make_plan
 from clood_candy.plan.records import Plan
 from clood_candy.plan.render import render
 from clood_candy.plugins import Registry
-from clood_candy.concepts import resolve
+from clood_candy.concepts import read as read_concepts, resolve
 from clood_candy.records import ConceptSet, Photo, TrainConfig, TrainSet
 
 
@@ -80,10 +80,8 @@ def planned_recipes(ctx: StageContext, data: TrainSet) -> tuple[Plan, list[Train
     plan's choices filled in where neither [train.defaults] nor the config itself sets
     them, and the fight's rungs."""
     config, family = ctx.config, ctx.family()
-    found = ctx.run.path("dataset", "concepts.json")
-    concepts = ConceptSet.model_validate(fsutil.read_json(found)) if found.is_file() else None
     plan = make_plan(config, family, family.device(config), photos=len({i.image for i in data.train}) + len(data.validation),
-                     training=len(data.train), concepts=concepts)
+                     training=len(data.train), concepts=read_concepts(ctx.run.path("dataset")))
     updates = plan.train_updates()
     defaults = config.train.defaults.model_copy(update=updates)
     own = config.train.fight.configs

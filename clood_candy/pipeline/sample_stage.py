@@ -9,20 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from clood_candy import fsutil
+from clood_candy.concepts import read as read_concepts
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
-from clood_candy.records import ConceptSet, TrainOutcome
+from clood_candy.records import TrainOutcome
 
 
 def default_prompts(ctx: StageContext, limit: int = 2) -> list[str]:
     """The trigger alone, then the set's own most typical captions: the user sees the
     LoRA on the kind of scene he photographed."""
     prompts = [f"{ctx.config.trigger}, {ctx.config.class_word}"]
-    concepts = ctx.run.path("dataset", "concepts.json")
-    if concepts.is_file():  # a row per concept's trigger: does each brand answer to its own word?
-        found = ConceptSet.model_validate(fsutil.read_json(concepts)).concepts
+    found = read_concepts(ctx.run.path("dataset")).concepts
+    if found:  # a row per concept's trigger: does each brand answer to its own word?
         prompts += [f"{ctx.config.trigger} {c.trigger}, {c.class_word}" for c in found]
-        limit = 1 if found else limit
+        limit = 1
     first = len(prompts)
     meta = ctx.run.path("dataset", "metadata.jsonl")
     if meta.is_file():

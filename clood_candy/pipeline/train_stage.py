@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from clood_candy import edits, fsutil
+from clood_candy.concepts import read as read_concepts
 from clood_candy.context import StageContext
 from clood_candy.errors import UserError
 from clood_candy.pick.fight import pick_lora, record, ship
 from clood_candy.pipeline.config_fight import fight_configs, train_winner
 from clood_candy.pipeline.planning import planned_recipes
-from clood_candy.records import ConceptSet, Photo, PrepReport, TrainItem, TrainSet
+from clood_candy.records import Photo, PrepReport, TrainItem, TrainSet
 
 
 def load_trainset(ctx: StageContext) -> TrainSet:
@@ -27,7 +28,7 @@ def load_trainset(ctx: StageContext) -> TrainSet:
     items = [_item(dataset / r["file_name"], r["text"], photos.get(r.get("id", ""))) for r in rows]
     if len(items) < 2:
         raise UserError(f"the dataset has {len(items)} captioned photo(s); training needs at least 2")
-    concepts = _concepts(dataset)
+    concepts = read_concepts(dataset)
     for item, row in zip(items, rows):
         item.concept = row.get("concept")
     val = _held_out(items, ctx.config.seed, ctx.config.train.fight.validation_split, bool(concepts.concepts))
@@ -43,11 +44,6 @@ def load_trainset(ctx: StageContext) -> TrainSet:
                     validation=[items[i] for i in val], trigger=ctx.config.trigger,
                     class_word=ctx.config.class_word,
                     resolution=prep.resolution or base.resolution, buckets=prep.buckets)
-
-
-def _concepts(dataset: Path) -> ConceptSet:
-    path = dataset / "concepts.json"
-    return ConceptSet.model_validate(fsutil.read_json(path)) if path.is_file() else ConceptSet()
 
 
 def _held_out(items: list[TrainItem], seed: int, split: float, by_concept: bool) -> list[int]:
