@@ -44,7 +44,7 @@ def _loras(tmp_path: Path, names=("step-30", "final")) -> dict[str, Path]:
     out = {}
     for name in names:
         path = tmp_path / f"{name}.safetensors"
-        path.write_bytes(b"not read by the recording family")
+        path.write_bytes(f"{name}: not read by the recording family".encode())
         out[name] = path
     return out
 
@@ -88,6 +88,23 @@ def test_sampler_writes_images_records_and_labelled_grids(make_ctx, tmp_path):
         assert grid.width > 3 * MIN_CELL and grid.height > 2 * MIN_CELL
     with Image.open(ctx.run.path(result.grids["checkpoints"])) as grid:
         assert grid.height > 4 * MIN_CELL  # 2 checkpoints × 2 seeds
+
+
+def test_a_checkpoint_that_is_the_shipped_file_is_not_drawn_twice(make_ctx, tmp_path):
+    ctx = make_ctx()
+    family = RecordingFamily()
+    loras = _loras(tmp_path, ["step-20", "step-40", "final"])
+    loras["step-40"].write_bytes(loras["final"].read_bytes())  # the pick shipped step 40
+    result = DefaultSampler().sample(family, None, loras, ["jlybn", "jlybn in a bowl"], ctx.run.path("samples"), ctx,
+                                     weights=[0.0, 1.0], seeds=[1, 2])
+    # 2 prompts × 2 seeds × (base + final) + step-20 × 2 seeds; step-40 borrows final's
+    assert len(family.calls) == 10
+    row = sorted((s.seed, s.image) for s in result.images if s.checkpoint == "step-40")
+    shipped = {s.seed: s.image for s in result.images if s.checkpoint == "final" and s.prompt == "jlybn"}
+    assert [seed for seed, _ in row] == [1, 2]
+    for seed, image in row:
+        assert ctx.run.path(image).read_bytes() == ctx.run.path(shipped[seed]).read_bytes()
+    assert "checkpoints" in result.grids
 
 
 def test_a_broken_checkpoint_costs_only_its_own_cells(make_ctx, tmp_path):

@@ -2,13 +2,17 @@
 checkpoints × weights, so every difference between two images is the LoRA's doing.
 
 Weight 0 is the base model alone; it is generated once per prompt and seed and shared
-by every checkpoint's row (it cannot differ between them).
+by every checkpoint's row (it cannot differ between them). A checkpoint whose file is the
+shipped LoRA byte for byte (the pick shipped it) is not drawn twice: its row shows the
+shipped LoRA's images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,10 +55,31 @@ def weight_label(weight: float) -> str:
     return "0 (base alone)" if weight == 0 else f"LoRA {weight:g}"
 
 
-def plan(prompts: list[str], loras: dict[str, Path], weights: list[float], seeds: list[int]) -> tuple[list[Job], str]:
-    """Every image to make, and the name of the checkpoint the prompt grids use
-    ('final' unless the caller picked one checkpoint)."""
-    primary = "final" if "final" in loras else list(loras)[-1]
+def primary_of(loras: dict[str, Path]) -> str:
+    """The checkpoint the prompt grids use: 'final' unless the caller picked one."""
+    return "final" if "final" in loras else list(loras)[-1]
+
+
+def same_files(loras: dict[str, Path]) -> dict[str, str]:
+    """Checkpoint → the earlier one (the primary first) whose file has the same bytes."""
+    primary = primary_of(loras)
+    seen: dict[str, str] = {}
+    same = {}
+    for name in [primary, *(n for n in loras if n != primary)]:
+        digest = hashlib.sha256(Path(loras[name]).read_bytes()).hexdigest()
+        if digest in seen:
+            same[name] = seen[digest]
+        else:
+            seen[digest] = name
+    return same
+
+
+def plan(prompts: list[str], loras: dict[str, Path], weights: list[float], seeds: list[int],
+         same: dict[str, str] | None = None) -> tuple[list[Job], str]:
+    """Every image to make (none for a checkpoint in ``same``: it has another's images),
+    and the name of the checkpoint the prompt grids use."""
+    primary = primary_of(loras)
+    same = same or {}
     jobs: list[Job] = []
     for p, prompt in enumerate(prompts):
         for seed in seeds:
@@ -65,7 +90,7 @@ def plan(prompts: list[str], loras: dict[str, Path], weights: list[float], seeds
                     jobs.append(Job(p, prompt, seed, weight, primary, loras[primary]))
     # Which checkpoint is best: the other checkpoints on the first prompt, same seeds.
     for name, path in loras.items():
-        if name == primary:
+        if name == primary or name in same:
             continue
         for seed in seeds:
             for weight in weights:
@@ -92,7 +117,8 @@ class DefaultSampler(Sampler):
         seeds = list(dict.fromkeys(int(s) for s in seeds)) or [0]
         if not weights:
             raise UserError("no LoRA weights to sample")
-        jobs, primary = plan(prompts, loras, weights, seeds)
+        same = same_files(loras)
+        jobs, primary = plan(prompts, loras, weights, seeds, same)
         out_dir.mkdir(parents=True, exist_ok=True)
         made: dict[tuple[int, int, float, str], Image.Image | None] = {}
         records: list[SampleImage] = []
@@ -115,6 +141,16 @@ class DefaultSampler(Sampler):
                 records.append(SampleImage(image=_rel(ctx, path), prompt=job.prompt, seed=job.seed,
                                            weight=job.weight, checkpoint=job.checkpoint))
                 advance(note=f"{job.checkpoint} w{job.weight:g}")
+        for name, original in same.items():  # the same file: its row is the original's images
+            for seed in seeds:
+                for weight in (w for w in weights if w != 0):
+                    source = Job(0, prompts[0], seed, weight, original, loras[original])
+                    copy = Job(0, prompts[0], seed, weight, name, loras[name])
+                    made[copy.key] = made.get(source.key)
+                    if made[copy.key] is not None:
+                        shutil.copyfile(out_dir / source.file_name(), out_dir / copy.file_name())
+                        records.append(SampleImage(image=_rel(ctx, out_dir / copy.file_name()), prompt=copy.prompt,
+                                                   seed=seed, weight=weight, checkpoint=name))
         if not records:
             raise RuntimeError(f"every sample failed; first error: {failures[0]}")
         for line in failures:
