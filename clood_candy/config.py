@@ -51,6 +51,10 @@ class FightSettings(Section):
     rungs: list[float] = Field(default_factory=lambda: [0.125, 0.25, 0.5])  # shares of the planned steps
     max_cost: float = Field(1.0, gt=0.0)  # the fight trains at most this × the final run's steps
     reduction: int = Field(2, ge=2)  # keep 1/reduction each round
+    # Who decides the rounds after the first: "panel", the [train.pick] sample judges on each
+    # survivor's samples (validation loss still ranks the first, cheapest round, and any round
+    # the panel cannot judge); "validation-loss" alone, as kohya and ai-toolkit would.
+    judge: Literal["panel", "validation-loss"] = "panel"
     validation_split: float = Field(0.2, gt=0.0, lt=0.9)
 
 
@@ -74,7 +78,7 @@ class PickSettings(Section):
     # judge → weight; one that cannot run here (no CLIP weights, no vote yet) sits out with its reason
     judges: dict[str, float] = Field(default_factory=lambda: {
         "subject-colour": 1.0, "memorisation": 1.0, "validation-loss": 1.0,
-        "clip-subject": 1.0, "clip-prompt": 1.0, "user": 10.0})  # your pick outweighs the rest
+        "clip-subject": 1.0, "clip-prompt": 1.0, "dino-subject": 1.0, "user": 10.0})  # your pick outweighs the rest
     max_candidates: int = Field(4, ge=1, le=64)  # checkpoints sampled, spread over the run, the last one always
     weights: list[float] = Field(default_factory=lambda: [1.0], min_length=1)  # LoRA weights per checkpoint
     held_out_prompts: int = Field(2, ge=0)  # captions of photos training never saw

@@ -270,13 +270,15 @@ class HalvingRound(Record):
     scores: dict[str, float | None]  # config name → validation loss (lower is better); None: failed
     survivors: list[str]
     trials: dict[str, TrialRun] = Field(default_factory=dict)  # config name → where it ran (Ray executor only)
+    decided_by: Literal["validation-loss", "panel"] = "validation-loss"
+    panel: PickResult | None = None  # the sample judges' verdict on the survivors, when they decided
 
 
 class ConfigFightResult(Record):
     configs: list[TrainConfig]
     rounds: list[HalvingRound]
     winner: str | None  # None: every config failed (failures says why)
-    judge: str = "validation-loss"
+    judge: Literal["validation-loss", "panel"] = "validation-loss"  # [train.fight] judge: who decides rounds 2+
     failures: dict[str, str] = Field(default_factory=dict)
     executor: str = "local"  # where the rounds ran: local (this process, in turn) or ray
     pick: PickResult | None = None  # which saved LoRA ships, by the sample judges ([train.pick])

@@ -73,3 +73,46 @@ def test_when_every_config_fails_there_is_no_winner_and_the_error_names_each_rea
     assert "dora: RuntimeError: Adapter trouble in dora" in message
     assert "nan: validation loss was nan" in message
     assert [r.survivors for r in caught.value.rounds] == [[]]
+
+
+def _verdict(order):
+    """A panel record that ranks ``order`` best first (as the pick's panel would)."""
+    from clood_candy.pick.panel import decide
+    from clood_candy.records import PickCandidate, PickSheet, Score
+
+    sheet = PickSheet(candidates=[PickCandidate(name=n, config=n, step=20, lora=f"{n}.safetensors") for n in order],
+                      prompts=[], seeds=[1], images=[], held_out=[], training=[], trigger="t", class_word="bean")
+    scores = {"judge": {n: Score(score=-i, reason="planted") for i, n in enumerate(order)}}
+    return list(order), decide(sheet, {"judge": 1.0}, scores, {}, {}, [])
+
+
+def test_the_panel_decides_every_round_after_the_first_and_the_record_says_so():
+    loss = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}  # validation loss would keep a, then a
+    asked = []
+
+    def rank_round(budget, trained):
+        asked.append((budget, list(trained)))
+        return _verdict(sorted(trained, key=lambda n: -loss[n]))  # the panel prefers the worst loss
+
+    configs = [TrainConfig(name=n, steps=100) for n in "abcd"]
+    result = successive_halving(configs, [10, 20], 2, lambda c, s: loss[c.name], rank_round=rank_round)
+    assert asked == [(20, ["a", "b"])]  # not the first round: its survivors are given by loss
+    assert result.rounds[0].survivors == ["a", "b"] and result.rounds[0].decided_by == "validation-loss"
+    assert result.rounds[1].decided_by == "panel" and result.rounds[1].panel.winner == "b"
+    assert result.winner == "b" and result.judge == "panel"
+
+
+def test_a_round_the_panel_cannot_judge_and_the_first_round_are_decided_by_loss():
+    asked = []
+
+    def cannot(budget, trained):
+        asked.append(budget)
+        return None
+
+    configs = [TrainConfig(name=n, steps=100) for n in "abcd"]
+    result = successive_halving(configs, [10, 20], 2, lambda c, s: {"a": 0.1, "b": 0.2}.get(c.name, 0.5),
+                                rank_round=cannot)
+    assert asked == [20] and result.winner == "a" and result.rounds[1].decided_by == "validation-loss"
+    asked.clear()  # one round only: it is the first, and loss decides it without asking
+    successive_halving(configs[:2], [10], 2, lambda c, s: 0.1, rank_round=cannot)
+    assert asked == []

@@ -98,13 +98,37 @@ def test_the_demo_ships_the_panels_choice_with_every_judges_scores(demo_run):
     for judge, scores in pick["scores"].items():
         assert set(scores) == set(names), judge
         assert all(s["reason"] for s in scores.values())
-    assert pick["sat_out"] == {"user": "no vote yet (clood pick RUN CANDIDATE)"}
+    assert pick["sat_out"]["user"] == "no vote yet (clood pick RUN CANDIDATE)"
+    assert set(pick["sat_out"]) == {"user", "dino-subject"}  # no DINO weights offline: it says why, in one line
+    assert "\n" not in pick["sat_out"]["dino-subject"]
     unflagged = {c: v for c, v in pick["panel"].items() if c not in pick["flags"]} or pick["panel"]
     assert pick["panel"][pick["winner"]] == max(unflagged.values())  # ties: the lower validation loss
     chosen = next(c for c in pick["sheet"]["candidates"] if c["name"] == pick["winner"])
     shipped = demo_run / "train" / "jlybn.safetensors"
     assert shipped.read_bytes() == (demo_run / chosen["lora"]).read_bytes()
     assert json.loads((demo_run / "run.json").read_text())["outputs"]["picked"] == pick["winner"]
+
+
+@pytest.mark.slow
+def test_the_demo_fights_second_round_is_decided_by_the_sample_judges(demo_run):
+    fight = json.loads((demo_run / "train" / "fight.json").read_text())
+    first, second = fight["rounds"]
+    assert fight["judge"] == "panel" and first["decided_by"] == "validation-loss" and first["panel"] is None
+    assert second["decided_by"] == "panel"
+    panel = second["panel"]
+    judged = {c["config"]: c for c in panel["sheet"]["candidates"]}
+    assert set(judged) == set(first["survivors"]) and all(c["step"] == 40 for c in judged.values())
+    assert {"subject-colour", "validation-loss", "clip-subject", "clip-prompt"} <= set(panel["scores"])
+    assert "user" not in panel["judges"]  # a vote names a checkpoint of the finished run, not a recipe
+    for image in panel["sheet"]["images"]:
+        assert (demo_run / image["image"]).is_file()
+    assert second["survivors"] == [judged_config(panel)] == [fight["winner"]]
+    html = (demo_run / "report.html").read_text(encoding="utf-8")
+    assert "was decided by the sample judges" in html
+
+
+def judged_config(panel: dict) -> str:
+    return next(c["config"] for c in panel["sheet"]["candidates"] if c["name"] == panel["winner"])
 
 
 @pytest.mark.slow

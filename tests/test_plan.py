@@ -176,8 +176,13 @@ def test_the_plan_states_what_the_pick_fight_costs():
     made = plan(30)  # 500 steps, ten checkpoints, batch 4: 4 candidates × (2 held-out + 2 novel) prompts
     pick = made.pick
     assert (pick.candidates, pick.samples, pick.sampler_steps) == (4, 16, 25)
-    assert pick.step_equivalents == round(16 * 25 * 2 / (3 * 4))
+    # Four configs: the second round's two survivors are judged on the same prompts.
+    assert [n for n, _ in made.fight.rounds] == [4, 2] and pick.rung_samples == 2 * 4
+    assert pick.step_equivalents == round((16 + 8) * 25 * 2 / (3 * 4))
     assert pick.share < 0.25  # the budget: sampling at most a quarter of the run
-    assert any(line.startswith("Pick fight: 4 candidate(s)") for line in render_plan(made))
+    lines = render_plan(made)
+    assert any(line.startswith("Pick fight: 4 candidate(s)") and "8 more for the fight's rounds" in line for line in lines)
+    by_loss = plan(30, train={"fight": {"judge": "validation-loss"}}).pick
+    assert by_loss.rung_samples == 0 and by_loss.step_equivalents == round(16 * 25 * 2 / (3 * 4))
     off = plan(30, train={"pick": {"enabled": False}})
     assert not any(line.startswith("Pick fight") for line in render_plan(off))

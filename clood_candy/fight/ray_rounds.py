@@ -154,7 +154,7 @@ class RayRounds:
         if outcome.error:
             return Trained(loss=math.inf, error=f"RuntimeError: {outcome.error}", trial=got.trial)
         loss = outcome.final_val_loss if outcome.final_val_loss is not None else math.inf
-        return Trained(loss=loss, trial=got.trial)
+        return Trained(loss=loss, trial=got.trial, outcome=outcome)
 
     def _cancel(self, refs: list) -> None:
         """Ctrl-C: stop the round's trials on the cluster; their checkpoints stay for --resume."""

@@ -97,19 +97,25 @@ def _sole_best(ranked: dict[str, float]) -> str | None:
     return best[0] if len(ranked) > 1 and len(best) == 1 else None
 
 
-def _verdict(sheet: PickSheet, panel: dict[str, float], ranked: dict[str, dict[str, float]],
-             scores: dict[str, dict[str, Score]], flags: dict[str, list[str]]) -> tuple[str, str, list[str]]:
+def standing(sheet: PickSheet, panel: dict[str, float], flags: dict[str, list[str]]) -> list[str]:
+    """The judged candidates, best first. A flagged one (a judge says it is unfit: it copies
+    its photos) comes after every unflagged one; ties go to the lower validation loss, then
+    the later step."""
     by_name = {c.name: c for c in sheet.candidates}
-    final = next((c.name for c in sheet.candidates if c.final and c.weight == 1), sheet.candidates[-1].name)
-    if not panel:  # nobody could judge: training alone's choice, said so
-        return final, "no sample judge could vote, so the last step ships, as training alone would", []
-    # A flagged candidate (a judge says it is unfit: it copies its photos) ships only when
-    # every candidate is flagged; ties go to the lower validation loss, then the later step.
+
     def order(c: str):
         loss = by_name[c].val_loss
         return c not in flags, panel[c], -(math.inf if loss is None else loss), by_name[c].step
 
-    winner = max(panel, key=order)
+    return sorted(panel, key=order, reverse=True)
+
+
+def _verdict(sheet: PickSheet, panel: dict[str, float], ranked: dict[str, dict[str, float]],
+             scores: dict[str, dict[str, Score]], flags: dict[str, list[str]]) -> tuple[str, str, list[str]]:
+    final = next((c.name for c in sheet.candidates if c.final and c.weight == 1), sheet.candidates[-1].name)
+    if not panel:  # nobody could judge: training alone's choice, said so
+        return final, "no sample judge could vote, so the last step ships, as training alone would", []
+    winner = standing(sheet, panel, flags)[0]
     passed_over = [c for c in flags if panel.get(c, -1) > panel[winner]]
     best = "the best mean rank of the candidates no judge flagged" if passed_over else "the panel's best mean rank"
     best_of = {j: top for j, r in ranked.items() if (top := _sole_best(r))}
@@ -123,6 +129,6 @@ def _verdict(sheet: PickSheet, panel: dict[str, float], ranked: dict[str, dict[s
         why = f"{winner} has {best} ({panel[winner]:.2f}) though no single judge put it first"
     if passed_over:
         why += f"; {', '.join(passed_over)} ranked higher but {'is' if len(passed_over) == 1 else 'are'} flagged"
-    if winner != final:
+    if winner != final and any(c.final for c in sheet.candidates):
         why += f"; training alone would have shipped {final}"
     return winner, why, disagreements

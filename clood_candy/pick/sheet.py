@@ -49,7 +49,7 @@ def candidates(ctx: StageContext, outcome: TrainOutcome, settings: PickSettings)
     found = []
     for step in steps:
         for weight in settings.weights:
-            name = f"{_slug(outcome.config.name)}-step{step}" + ("" if weight == 1 else f"-w{weight:g}")
+            name = f"{slug(outcome.config.name)}-step{step}" + ("" if weight == 1 else f"-w{weight:g}")
             found.append(PickCandidate(name=name, config=outcome.config.name, step=step, lora=by_step[step],
                                        weight=weight, val_loss=_val_loss_at(outcome, step),
                                        final=step == outcome.steps_done))
@@ -70,13 +70,14 @@ def prompts(data: TrainSet, settings: PickSettings) -> list[PickPrompt]:
     return found + novel[:settings.novel_prompts]
 
 
-def make_sheet(ctx: StageContext, data: TrainSet, outcome: TrainOutcome, settings: PickSettings,
-               found: list[PickCandidate] | None = None) -> PickSheet:
-    """Render every candidate × prompt × seed under RUN/train/pick/; an image made before
-    from the same file, prompt, seed and settings is kept (a resumed run samples nothing twice)."""
+def make_sheet(ctx: StageContext, data: TrainSet, outcome: TrainOutcome | None, settings: PickSettings,
+               found: list[PickCandidate] | None = None, out: Path | None = None) -> PickSheet:
+    """Render every candidate × prompt × seed under ``out`` (RUN/train/pick/); an image made
+    before from the same file, prompt, seed and settings is kept (a resumed run samples
+    nothing twice)."""
     found = found if found is not None else candidates(ctx, outcome, settings)  # the caller's, when it has them
     tests = prompts(data, settings)
-    out = ctx.run.path("train", "pick")
+    out = out or ctx.run.path("train", "pick")
     family, base = ctx.family(), ctx.base()
     made = _earlier(out)
     images, failures = [], []
@@ -138,5 +139,5 @@ def _val_loss_at(outcome: TrainOutcome, step: int) -> float | None:
     return before[-1] if before else None
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "lora"

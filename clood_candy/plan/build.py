@@ -128,7 +128,8 @@ def make_plan(config: "CloodConfig", family: "ModelFamily", device: DeviceInfo, 
     held_out = max(1, round((photos or 0) * fs.validation_split)) if photos else 1
     sampler_steps = config.sample.steps or (8 if config.base.startswith("tiny") else 25)
     pick = plan_pick(config.train.pick, steps, choose.items["checkpoint_every"].value, batch * accumulation,
-                     sampler_steps, fight.cost if len(config.train.fight.configs) != 1 else 0, held_out)
+                     sampler_steps, fight.cost if len(config.train.fight.configs) != 1 else 0, held_out,
+                     fight.rounds[1:] if fs.judge == "panel" and len(config.train.fight.configs) != 1 else [])
     choices = [Choice(key="prep.resolution", value=resolution, set_by_user=bool(given.resolution or
                       config.prep.resolution), reason="you set this" if (given.resolution or config.prep.resolution)
                       else "the base's native size")] + list(choose.items.values())

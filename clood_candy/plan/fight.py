@@ -74,15 +74,19 @@ def _fraction(share: float) -> str:
 
 
 def plan_pick(settings, steps: int, checkpoint_every: int, batch: int, sampler_steps: int, fight_cost: int,
-              held_out: int) -> "PickPlan":
-    """What sampling the candidates costs, in training steps, beside the fight and the run."""
+              held_out: int, judged_rounds: list[tuple[int, int]] = ()) -> "PickPlan":
+    """What sampling the candidates costs, in training steps, beside the fight and the run.
+    ``judged_rounds``: the fight's rounds the sample judges decide, (configs, rung) each:
+    every config in one draws the pick's prompts too."""
     from clood_candy.plan.records import PickPlan
 
     saved = max(1, steps // max(1, checkpoint_every)) + (0 if steps % max(1, checkpoint_every) == 0 else 1)
     candidates = min(settings.max_candidates, saved) * len(settings.weights)
     prompts = min(settings.held_out_prompts, held_out) + settings.novel_prompts
-    samples = candidates * prompts * len(settings.seeds)
-    equivalents = round(samples * sampler_steps * 2 / (3 * max(1, batch)))
+    per_candidate = prompts * len(settings.seeds)
+    rung_samples = sum(n for n, _ in judged_rounds) * per_candidate if settings.enabled else 0
+    samples = candidates * per_candidate
+    equivalents = round((samples + rung_samples) * sampler_steps * 2 / (3 * max(1, batch)))
     total = fight_cost + steps + equivalents
-    return PickPlan(candidates=candidates, samples=samples, sampler_steps=sampler_steps,
+    return PickPlan(candidates=candidates, samples=samples, rung_samples=rung_samples, sampler_steps=sampler_steps,
                     step_equivalents=equivalents, share=round(equivalents / max(1, total), 3), enabled=settings.enabled)

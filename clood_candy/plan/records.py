@@ -117,8 +117,9 @@ class PickPlan(Record):
 
     candidates: int  # checkpoints × LoRA weights
     samples: int  # candidates × prompts × seeds
+    rung_samples: int = 0  # the fight's rounds the sample judges decide: their configs × prompts × seeds
     sampler_steps: int  # denoising steps per sample (classifier-free guidance: two passes each)
-    step_equivalents: int  # the samples' compute in training steps (a step: forward + backward ≈ 3 passes per photo)
+    step_equivalents: int  # all the samples' compute in training steps (a step: forward + backward ≈ 3 passes per photo)
     share: float  # of fight, run and pick together
     enabled: bool = True
 

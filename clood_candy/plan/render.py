@@ -42,7 +42,9 @@ def render(plan: Plan) -> list[str]:
                          f"{fight.cost + max(0, steps - last)} steps for fight and run together")
     if plan.pick is not None and plan.pick.enabled:
         pick = plan.pick
-        lines.append(f"Pick fight: {pick.candidates} candidate(s) × their prompts = {pick.samples} samples at "
+        rungs = (f", and {pick.rung_samples} more for the fight's rounds after the first (the sample judges decide "
+                 "them: [train.fight] judge)") if pick.rung_samples else ""
+        lines.append(f"Pick fight: {pick.candidates} candidate(s) × their prompts = {pick.samples} samples{rungs}, at "
                      f"{pick.sampler_steps} steps, about {pick.step_equivalents} training steps of compute "
                      f"({100 * pick.share:.0f} % of fight, run and pick)")
     lines += [f"Warning: {w}" for w in plan.warnings]

@@ -12,6 +12,8 @@ judge ``clip``, and one loaded model. Without the model at hand they sit out, sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -72,19 +74,24 @@ class ClipSubject(_ClipSampleJudge):
     description = "CLIP-I: image-embedding similarity of samples of held-out captions to those photos."
 
     def score_samples(self, sheet: PickSheet, ctx) -> dict[str, Score]:
-        clip = ClipModel(ctx)
-        pairs = [(c.name, str(ctx.run.path(i.image)), sheet.prompts[i.prompt].photo)
-                 for c in sheet.candidates for i in sheet.of(c.name, "held-out") if sheet.prompts[i.prompt].photo]
-        if not pairs:
-            return {}
-        photos = sorted({photo for _, _, photo in pairs})
-        photo_emb = dict(zip(photos, clip.images(photos)))
-        sample_emb = clip.images([image for _, image, _ in pairs])
-        cosines: dict[str, list[float]] = {}
-        for (cand, _, photo), emb in zip(pairs, sample_emb):
-            cosines.setdefault(cand, []).append(float(emb @ photo_emb[photo]))
+        cosines = held_out_cosines(sheet, ctx, ClipModel(ctx).images)
         return {c: Score(score=float(np.mean(v)), reason=f"CLIP-I {np.mean(v):.3f} over {len(v)} held-out sample(s)")
                 for c, v in cosines.items()}
+
+
+def held_out_cosines(sheet: PickSheet, ctx, embed: Callable[[list[str]], np.ndarray]) -> dict[str, list[float]]:
+    """Candidate → the cosine of each of its samples of a held-out caption with that photo,
+    in the image embedding ``embed`` makes (unit vectors, one row per path)."""
+    pairs = [(c.name, str(ctx.run.path(i.image)), sheet.prompts[i.prompt].photo)
+             for c in sheet.candidates for i in sheet.of(c.name, "held-out") if sheet.prompts[i.prompt].photo]
+    if not pairs:
+        return {}
+    photos = sorted({photo for _, _, photo in pairs})
+    photo_emb = dict(zip(photos, embed(photos)))
+    cosines: dict[str, list[float]] = {}
+    for (cand, _, photo), emb in zip(pairs, embed([image for _, image, _ in pairs])):
+        cosines.setdefault(cand, []).append(float(emb @ photo_emb[photo]))
+    return cosines
 
 
 class ClipPrompt(_ClipSampleJudge):

@@ -39,7 +39,7 @@ def build(run: RunData) -> Section:
                     + "</ul>")
     for cand, lines in pick.flags.items():
         body.extend(note(f"{esc(cand)}: {esc(line)}", "warn") for line in lines)
-    body.append(_grid(run, pick))
+    body.append(candidate_grid(run, pick))
     body.append(_judges(pick))
     body.append(_memorisation(run, pick))
     body.append(f"<p>Your eye is a judge too: <span class=\"code\">clood pick {esc(run.root)} CANDIDATE</span> "
@@ -49,7 +49,8 @@ def build(run: RunData) -> Section:
     return section
 
 
-def _grid(run: RunData, pick: PickResult) -> str:
+def candidate_grid(run: RunData, pick: PickResult, heading: str = "The candidates") -> str:
+    """Candidate × prompt, at the first seed, with the held-out photos over their columns."""
     sheet = pick.sheet
     seed = sheet.seeds[0]
     headers = ["candidate"]
@@ -69,7 +70,7 @@ def _grid(run: RunData, pick: PickResult) -> str:
             found = by_cell.get((cand.name, p))
             cells.append(image_cell(run.path(found.image) if found else None, f"{cand.name}, prompt {p + 1}"))
         rows.append(cells)
-    return (f"<h3>The candidates, seed {seed}</h3>" + table(headers, rows, cls="grid")
+    return (f"<h3>{esc(heading)}, seed {seed}</h3>" + table(headers, rows, cls="grid")
             + (note(f"{len(sheet.failures)} sample(s) failed: {esc(sheet.failures[0])}", "warn") if sheet.failures else "")
             + f"<p>Sampling took {sheet.seconds:.1f} s, judging {pick.seconds:.1f} s.</p>")
 

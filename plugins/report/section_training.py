@@ -9,6 +9,7 @@ from clood_candy.records import ConfigFightResult, TrainConfig, TrainOutcome
 from clood_candy_plugins.report.media import chart_figure, chart_uri, image_cell
 from clood_candy_plugins.report.page import Section, esc, lesson, note, table
 from clood_candy_plugins.report.rundata import RunData
+from clood_candy_plugins.report.section_pick import candidate_grid
 
 VAL_KINDS = {"val", "validation", "eval"}
 KNOBS = ("learning_rate", "rank", "alpha", "steps", "batch_size", "optimizer", "lr_scheduler", "variant",
@@ -109,10 +110,29 @@ def bracket(fight: ConfigFightResult, reference: TrainConfig) -> str:
             score = r.scores[config.name]
             kept = config.name in r.survivors
             shown = f"{score:.4f}" if score is not None else "failed"
+            if r.panel is not None and r.panel.sheet.candidates:
+                judged = {c.config: r.panel.panel.get(c.name) for c in r.panel.sheet.candidates}
+                if judged.get(config.name) is not None:
+                    shown += f" · panel {judged[config.name]:.2f}"
             row.append(f"{shown} {'✓ goes on' if kept and len(r.survivors) > 1 else '✓ wins' if kept else '✗ out'}")
             out = not kept
         rows.append(row)
     return table(headers, rows)
+
+
+def panel_notes(run: RunData, fight: ConfigFightResult) -> list[str]:
+    """Why each round the sample judges decided went the way it did, with its samples."""
+    found = []
+    for number, r in enumerate(fight.rounds, 1):
+        if r.panel is not None:
+            found.append(lesson(
+                f"Round {number} ({r.budget} steps) was decided by the sample judges, not by the validation loss "
+                "(the score beside each recipe; between sensible recipes it differs by noise, and over a short round "
+                f"it favours whichever learns fastest): each survivor drew the pick's prompts, and {esc(r.panel.why)}. "
+                f"The panel's score is its weighted mean rank, 1 the best ([train.fight] judge = \"validation-loss\" "
+                "lets the loss decide alone)."))
+            found.append(candidate_grid(run, r.panel, f"Round {number}: each recipe after {r.budget} steps"))
+    return found
 
 
 def placement(fight: ConfigFightResult) -> str:
@@ -229,6 +249,7 @@ def build(run: RunData) -> Section:
             "(<i>successive halving</i>), so the slow recipes are dropped early and the time goes to the promising "
             + (f"ones. {esc(fight.winner)} won." if fight.winner else "ones. Every recipe failed, so none won.")))
         body.append(bracket(fight, run.config.train.defaults))
+        body.extend(panel_notes(run, fight))
         horizon = short_horizon(fight, outcome)
         if horizon:
             body.append(note(horizon, "warn"))
