@@ -88,7 +88,8 @@ def picked_run(demo_run, tmp_path):
 def test_the_demo_ships_the_panels_choice_with_every_judges_scores(demo_run):
     pick = json.loads((demo_run / "train" / "fight.json").read_text())["pick"]
     names = [c["name"] for c in pick["sheet"]["candidates"]]
-    assert len(names) == 3 and [c["step"] for c in pick["sheet"]["candidates"]] == [20, 40, 60]
+    # the fight's round-1 save (step 20), the demo's checkpoint every 40 and its last step
+    assert len(names) == 3 and [c["step"] for c in pick["sheet"]["candidates"]] == [20, 40, 80]
     assert {p["kind"] for p in pick["sheet"]["prompts"]} == {"held-out", "novel"}
     assert len(pick["sheet"]["images"]) == 3 * len(pick["sheet"]["prompts"])
     for image in pick["sheet"]["images"]:

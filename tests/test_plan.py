@@ -162,8 +162,8 @@ def test_the_plan_states_the_fight_and_its_cost():
 
 def test_the_demo_keeps_its_own_settings():
     made = make_plan(load_config(None, layers=[DEMO_OVERRIDES]), SizedFamily(), CPU, photos=32)
-    for field, value in [("steps", 60), ("rank", 4), ("learning_rate", 3e-3), ("batch_size", 2),
-                         ("lr_scheduler", "constant"), ("checkpoint_every", 20), ("validate_every", 10)]:
+    for field, value in [("steps", 80), ("rank", 4), ("learning_rate", 3e-3), ("batch_size", 2),
+                         ("lr_scheduler", "constant"), ("checkpoint_every", 40), ("validate_every", 10)]:
         assert choice(made, field).value == value and choice(made, field).set_by_user, field
     assert made.value("train.defaults.warmup_steps") == 0
     assert made.fight.budgets == [20, 40] and made.fight.set_by_user

@@ -96,8 +96,8 @@ def test_dogfood_prints_the_plan_before_any_stage(tmp_path, monkeypatch):
 def test_the_demo_plan_is_the_demos_own(demo_run):
     plan = json.loads((demo_run / "train" / "plan.json").read_text())
     steps = next(c for c in plan["choices"] if c["key"] == "train.defaults.steps")
-    assert steps["value"] == 60 and steps["set_by_user"]
+    assert steps["value"] == 80 and steps["set_by_user"]
     assert plan["fight"]["budgets"] == [20, 40]
     fight = json.loads((demo_run / "train" / "fight.json").read_text())
     assert [r["budget"] for r in fight["rounds"]] == [20, 40]
-    assert all(c["lr_scheduler"] == "constant" and c["steps"] == 60 for c in fight["configs"])
+    assert all(c["lr_scheduler"] == "constant" and c["steps"] == 80 for c in fight["configs"])

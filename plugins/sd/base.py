@@ -82,7 +82,8 @@ class SDBase(TeachingMixin, LoadedBase):
         small = loaded.kind in ("tiny", "miniature")  # bases made at 64 px, for CPUs
         self.clood_made = small
         self.resolution = resolution or (TINY_RESOLUTION if small else self.native_resolution)
-        self.guidance_scale = self.default_guidance  # what draw() uses unless told: the family's usual
+        # What draw() uses unless told: the base's own recommendation, else the family's usual.
+        self.guidance_scale = loaded.guidance if loaded.guidance is not None else self.default_guidance
         self.token_window = self.pipe.tokenizer.model_max_length - 2
         self.device = device
         self.eval_draws = eval_draws

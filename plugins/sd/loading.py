@@ -41,6 +41,7 @@ class LoadedPipeline:
     kind: str  # tiny, miniature, folder, single-file, hub
     is_toy: bool  # random weights: the mechanics, not art
     loaded_from: str = ""  # the Hub id actually downloaded, when it is not the one named
+    guidance: float | None = None  # the classifier-free guidance the base itself recommends, if it says
 
 
 def _looks_like_file(base: str) -> bool:
@@ -195,8 +196,10 @@ def load_pipeline(base: str, family: str, *, allow_pickle: bool = False, dtype: 
         folder = tiny_folder(base)
         return LoadedPipeline(cls.from_pretrained(folder, local_files_only=True, **common), family, "tiny", True)
     if base in MINIATURES:
+        from clood_candy_plugins import candy_mini
+
         return LoadedPipeline(cls.from_pretrained(miniature_folder(base), local_files_only=True, **common),
-                              family, "miniature", False)
+                              family, "miniature", False, guidance=candy_mini.GUIDANCE)
 
     path = Path(base).expanduser()
     if path.is_dir():
