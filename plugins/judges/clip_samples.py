@@ -38,19 +38,11 @@ class ClipModel:
         self.max_length = min(window, getattr(self.processor.tokenizer, "model_max_length", window) or window)
 
     def images(self, paths: list[str]) -> np.ndarray:
-        import torch
+        def encode(pictures):
+            pixels = self.processor(images=pictures, return_tensors="pt")["pixel_values"]
+            return _embedding(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
 
-        rows = []
-        for start in range(0, len(paths), self.batch):
-            pictures = []
-            for path in paths[start:start + self.batch]:
-                with Image.open(path) as im:
-                    pictures.append(ImageOps.exif_transpose(im).convert("RGB"))
-            with torch.inference_mode():
-                pixels = self.processor(images=pictures, return_tensors="pt")["pixel_values"]
-                out = _embedding(self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype)))
-            rows.append(torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, 1), np.float32)
+        return embed_images(paths, self.batch, encode)
 
     def texts(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -60,6 +52,23 @@ class ClipModel:
                                               return_tensors="pt")
             out = _embedding(self.model.get_text_features(**tokens.to(self.device)))
         return torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+
+
+def embed_images(paths: list[str], batch: int, encode: Callable) -> np.ndarray:
+    """Unit vectors, one row per image file: ``encode`` (a list of RGB pictures → a tensor
+    of embeddings) over batches of ``batch``, without gradients."""
+    import torch
+
+    rows = []
+    for start in range(0, len(paths), batch):
+        pictures = []
+        for path in paths[start:start + batch]:
+            with Image.open(path) as im:
+                pictures.append(ImageOps.exif_transpose(im).convert("RGB"))
+        with torch.inference_mode():
+            out = encode(pictures)
+        rows.append(torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, 1), np.float32)
 
 
 class _ClipSampleJudge(SampleJudge):

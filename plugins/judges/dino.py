@@ -18,14 +18,13 @@ import functools
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
 from pydantic import Field
 
 from clood_candy.fighters import SampleJudge
 from clood_candy.hookspecs import hookimpl
 from clood_candy.records import PickSheet, Score
 from clood_candy_plugins.hf_models import HfModelOptions, availability, pick_device, unavailable_reason
-from clood_candy_plugins.judges.clip_samples import held_out_cosines
+from clood_candy_plugins.judges.clip_samples import embed_images, held_out_cosines
 
 PLUGIN = "dino"
 DEFAULT_MODEL = "facebook/dinov2-small"
@@ -64,21 +63,13 @@ class DinoEmbedder:
         self.batch = opts.batch_size
 
     def images(self, paths: list[str]) -> np.ndarray:
-        import torch
+        def encode(pictures):
+            pixels = self.processor(images=pictures, return_tensors="pt")["pixel_values"]
+            out = self.model(pixel_values=pixels.to(self.device, self.dtype))
+            pooled = getattr(out, "pooler_output", None)
+            return pooled if pooled is not None else out.last_hidden_state[:, 0]
 
-        rows = []
-        for start in range(0, len(paths), self.batch):
-            pictures = []
-            for path in paths[start:start + self.batch]:
-                with Image.open(path) as im:
-                    pictures.append(ImageOps.exif_transpose(im).convert("RGB"))
-            with torch.inference_mode():
-                pixels = self.processor(images=pictures, return_tensors="pt")["pixel_values"]
-                out = self.model(pixel_values=pixels.to(self.device, self.dtype))
-                pooled = getattr(out, "pooler_output", None)
-                cls = pooled if pooled is not None else out.last_hidden_state[:, 0]
-            rows.append(torch.nn.functional.normalize(cls.float(), dim=-1).cpu().numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, 1), np.float32)
+        return embed_images(paths, self.batch, encode)
 
 
 class DinoSubject(SampleJudge):
